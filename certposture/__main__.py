@@ -1,0 +1,5 @@
+import sys
+
+from certposture.cli import main
+
+sys.exit(main())

@@ -1,0 +1,343 @@
+"""Command-line interface. Commands parse options, call the domain code and return an exit code.
+
+Exit codes: 0 every applicable rule passed, 1 a rule failed (or none applies),
+2 usage error or invalid input, 3 collection, store or policy error.
+Results go to stdout and diagnostics to stderr, so ``collect | evaluate`` stays clean.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from certposture import __version__, posture
+from certposture.errors import CertpostureError, InputError
+from certposture.report import FORMATS, render_json, render_records_table, render_results_table
+from certposture.rules import parse_rules_document, validate_rules
+from certposture.signing import parse_signing_certificate
+from certposture.store import Store, resolve_home
+from collector.facts import dump_facts
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Client-certificate device posture check: collect certificate facts, evaluate them with Rego.",
+)
+ca_app = typer.Typer(no_args_is_help=True, help="Manage the signing certificates (CAs) rules refer to.")
+rules_app = typer.Typer(no_args_is_help=True, help="Manage client_certificate_v2 posture rules.")
+app.add_typer(ca_app, name="ca")
+app.add_typer(rules_app, name="rules")
+
+CA_COLUMNS = ("id", "name", "subject", "expires_on", "fingerprint_sha256")
+RULE_COLUMNS = ("id", "name", "type", "operating_system", "certificate_id")
+
+
+class _State:
+    home: str | None = None
+
+
+_state = _State()
+
+
+def _store() -> Store:
+    return Store(resolve_home(_state.home))
+
+
+def _read_input(source: str) -> bytes:
+    if source == "-":
+        if sys.stdin.isatty():
+            raise InputError("reading from standard input, but it is a terminal; pipe data in or give a FILE")
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read {source}: {error.strerror}; check the path") from None
+
+
+def _check_format(value: str) -> str:
+    if value not in FORMATS:
+        raise typer.BadParameter(f"{value!r} is not a format; choose one of: {', '.join(FORMATS)}")
+    return value
+
+
+FormatOption = Annotated[
+    str, typer.Option("--format", callback=_check_format, help="Output format: json or table.")
+]
+
+
+@app.callback()
+def _global_options(
+    home: Annotated[
+        str | None,
+        typer.Option(help="Store directory; default $CERTPOSTURE_HOME, else the user data directory."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+    _state.home = home
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# Signing certificates
+
+
+@ca_app.command("add")
+def ca_add(
+    file: Annotated[str, typer.Argument(help="PEM or DER certificate file, or - for standard input.")],
+    name: Annotated[str | None, typer.Option(help="Display name; default the subject common name.")] = None,
+    keep_private_key: Annotated[
+        bool,
+        typer.Option(help="Keep a private key found in the input, in a file of mode 0600 under the home."),
+    ] = False,
+) -> None:
+    """Store a signing certificate and print its record as JSON."""
+    parsed = parse_signing_certificate(_read_input(file), file)
+    for warning in parsed.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if parsed.private_key_pem is not None and not keep_private_key:
+        typer.echo(
+            f"note: {file}: the private key in the input was not stored (see --keep-private-key)", err=True
+        )
+    record, added = _store().add_signing_certificate(parsed, name, keep_private_key)
+    if not added:
+        typer.echo(f"note: certificate already stored as {record['id']}; nothing added", err=True)
+    typer.echo(render_json(record), nl=False)
+
+
+@ca_app.command("list")
+def ca_list(output_format: FormatOption = "json") -> None:
+    """List stored signing certificates."""
+    records = _store().list_signing_certificates()
+    if output_format == "table":
+        typer.echo(render_records_table(records, CA_COLUMNS), nl=False)
+    else:
+        typer.echo(render_json(records), nl=False)
+
+
+@ca_app.command("show")
+def ca_show(certificate_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Print one signing certificate's record."""
+    typer.echo(render_json(_store().get_signing_certificate(certificate_id)), nl=False)
+
+
+@ca_app.command("remove")
+def ca_remove(certificate_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Remove a signing certificate that no rule refers to."""
+    _store().remove_signing_certificate(certificate_id)
+    typer.echo(f"removed signing certificate {certificate_id}", err=True)
+
+
+# Rules
+
+
+def _validated_rules(file: str) -> list[dict[str, Any]]:
+    store = _store()
+    documents = parse_rules_document(_read_input(file), file)
+    rules, problems = validate_rules(documents, store.signing_certificate_exists)
+    if problems:
+        for problem in problems[:-1]:
+            typer.echo(f"error: {file}: {problem}", err=True)
+        raise InputError(f"{file}: {problems[-1]}")
+    return rules
+
+
+@rules_app.command("add")
+def rules_add(file: Annotated[str, typer.Argument(help="JSON file with one rule or a list, or -.")]) -> None:
+    """Validate and store rules; print their ids, one per line."""
+    rules = _validated_rules(file)
+    for rule_id in _store().add_rules(rules):
+        typer.echo(rule_id)
+
+
+@rules_app.command("validate")
+def rules_validate(
+    file: Annotated[str, typer.Argument(help="JSON file with one rule or a list, or -.")],
+) -> None:
+    """Check rules without storing them."""
+    rules = _validated_rules(file)
+    typer.echo(f"{file}: {len(rules)} rule(s) valid", err=True)
+
+
+@rules_app.command("list")
+def rules_list(output_format: FormatOption = "json") -> None:
+    """List stored rules in evaluation order."""
+    rules = _store().list_rules()
+    if output_format == "table":
+        flattened = [{**rule, **{key: rule["input"].get(key) for key in RULE_COLUMNS[3:]}} for rule in rules]
+        typer.echo(render_records_table(flattened, RULE_COLUMNS), nl=False)
+    else:
+        typer.echo(render_json(rules), nl=False)
+
+
+@rules_app.command("show")
+def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Print one rule."""
+    typer.echo(render_json(_store().get_rule(rule_id)), nl=False)
+
+
+@rules_app.command("remove")
+def rules_remove(rule_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Remove a rule."""
+    _store().remove_rule(rule_id)
+    typer.echo(f"removed rule {rule_id}", err=True)
+
+
+# Collect and evaluate
+
+RuleOption = Annotated[str | None, typer.Option("--rule", help="Use only this rule (by id).")]
+PathOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--path", help="PEM/DER file or folder to collect instead of the rules' locations; repeatable."
+    ),
+]
+NssdbOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--nssdb", help="NSS sql: database folder to collect instead of the rules' locations; repeatable."
+    ),
+]
+HostnameOption = Annotated[str | None, typer.Option(help="Hostname to report instead of the system's.")]
+SerialOption = Annotated[str | None, typer.Option(help="Serial number to report instead of the firmware's.")]
+AtOption = Annotated[
+    str | None, typer.Option("--at", help="Evaluation time, RFC 3339 (2026-12-04T19:00:00Z); default now.")
+]
+
+
+def _collect(
+    rule: str | None,
+    path: list[str] | None,
+    nssdb: list[str] | None,
+    hostname: str | None,
+    serial: str | None,
+) -> Any:
+    facts = posture.collect_facts(
+        _store(), rule_id=rule, paths=path or [], nssdbs=nssdb or [], hostname=hostname, serial_number=serial
+    )
+    if facts.errors:
+        typer.echo(f'warning: {len(facts.errors)} collection error(s); see "errors" in the facts', err=True)
+    return facts
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    target = Path(path)
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, target)
+    except OSError as error:
+        raise InputError(
+            f"cannot write {path}: {error.strerror}; check the folder exists and is writable"
+        ) from None
+
+
+@app.command("collect")
+def collect_command(
+    rule: RuleOption = None,
+    path: PathOption = None,
+    nssdb: NssdbOption = None,
+    hostname: HostnameOption = None,
+    serial_number: SerialOption = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write facts to FILE, not stdout.")
+    ] = None,
+) -> None:
+    """Collect client-certificate facts on this device and print them as JSON."""
+    facts = _collect(rule, path, nssdb, hostname, serial_number)
+    data = dump_facts(facts)
+    if output:
+        _write_atomically(output, data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def _report(document: dict[str, Any], error: CertpostureError | None, output_format: str) -> None:
+    if output_format == "table":
+        typer.echo(render_results_table(document), nl=False)
+    else:
+        typer.echo(render_json(document), nl=False)
+    if error is not None:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code if error.exit_code != 2 else posture.EXIT_ERROR)
+    code = posture.exit_code(document["results"])
+    if code == posture.EXIT_FAILED and all(r["status"] == "not_applicable" for r in document["results"]):
+        typer.echo("note: no rule applies to this device, so none passed", err=True)
+    raise typer.Exit(code)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    facts_file: Annotated[str, typer.Argument(metavar="[FACTS|-]", help="Facts JSON file; default -.")] = "-",
+    at: AtOption = None,
+    rule: RuleOption = None,
+    output_format: FormatOption = "json",
+) -> None:
+    """Evaluate facts against the stored rules and print the results."""
+    evaluated_at = posture.parse_time(at) if at else None
+    facts, facts_error = None, None
+    raw = _read_input(facts_file)
+    try:
+        facts = posture.parse_facts(raw, facts_file)
+    except CertpostureError as error:
+        facts_error = error
+    document, error = posture.evaluate_facts(
+        _store(), facts, at=evaluated_at, rule_id=rule, facts_error=facts_error
+    )
+    _report(document, error, output_format)
+
+
+@app.command("check")
+def check_command(
+    rule: RuleOption = None,
+    path: PathOption = None,
+    nssdb: NssdbOption = None,
+    hostname: HostnameOption = None,
+    serial_number: SerialOption = None,
+    at: AtOption = None,
+    output_format: FormatOption = "json",
+) -> None:
+    """Collect facts on this device and evaluate them in one process."""
+    evaluated_at = posture.parse_time(at) if at else None
+    facts = _collect(rule, path, nssdb, hostname, serial_number)
+    document, error = posture.evaluate_facts(_store(), facts, at=evaluated_at, rule_id=rule)
+    _report(document, error, output_format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code instead of exiting, so tests can call it in-process."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="certposture", standalone_mode=False)
+    except CertpostureError as error:
+        typer.echo(f"error: {error}", err=True)
+        return error.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except typer.TyperException as error:
+        # Usage errors (unknown option, missing argument, bad value) print usage and a one-line reason.
+        show = getattr(error, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"error: {error.format_message()}", err=True)
+        return 2
+    except typer.Exit as error:
+        return error.exit_code
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,133 @@
+"""Host of the Rego engine: load the shipped policies, pass rules and signing-certificate data, evaluate facts.
+
+The policies read the facts document as ``input`` and the store under
+``data.certposture_config`` (``rules``, ``signing_certificates`` keyed by id,
+and ``evaluated_at`` when the evaluation time is pinned). Any engine failure or
+result of an unexpected shape raises :class:`PolicyError`; no caller may turn
+that into a pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import regorus
+
+from certposture.errors import PolicyError
+from collector.facts import Facts, format_utc
+
+logger = logging.getLogger(__name__)
+
+RESULTS_QUERY = "data.certposture.posture.results"
+CONFIG_ROOT = "certposture_config"
+STATUSES = ("passed", "failed", "not_applicable", "error")
+
+_ENGINE_LOCATION = re.compile(r"-->\s*(\S+:\d+:\d+)")
+_ENGINE_MESSAGE = re.compile(r"^error:\s*(.+)$", re.MULTILINE)
+
+
+def shipped_policy_dir() -> Path:
+    """Return the folder of the shipped ``.rego`` files: inside the wheel, or ``policies/`` in a source tree."""
+    packaged = Path(__file__).resolve().parent / "policies"
+    if packaged.is_dir():
+        return packaged
+    source_tree = Path(__file__).resolve().parent.parent / "policies"
+    if source_tree.is_dir():
+        return source_tree
+    raise PolicyError(f"shipped policies not found in {packaged} or {source_tree}; reinstall certposture")
+
+
+def policy_files(directories: Iterable[Path]) -> list[Path]:
+    """Return the non-test ``.rego`` files under ``directories``, sorted for a stable load order."""
+    files: list[Path] = []
+    for directory in directories:
+        files.extend(
+            path for path in sorted(directory.rglob("*.rego")) if not path.name.endswith("_test.rego")
+        )
+    return files
+
+
+def build_config(
+    rules: Sequence[dict[str, Any]],
+    signing_certificates: Sequence[dict[str, Any]],
+    evaluated_at: datetime | None,
+) -> dict[str, Any]:
+    """Build the ``data.certposture_config`` document the policies read."""
+    config: dict[str, Any] = {
+        "rules": list(rules),
+        "signing_certificates": {record["id"]: record for record in signing_certificates},
+    }
+    if evaluated_at is not None:
+        config["evaluated_at"] = format_utc(evaluated_at)
+    return config
+
+
+def evaluate(
+    facts: Facts, config: dict[str, Any], policy_dirs: Sequence[Path] | None = None
+) -> list[dict[str, Any]]:
+    """Evaluate ``facts`` against every rule in ``config``; return one result per rule, in rule order."""
+    directories = list(policy_dirs) if policy_dirs is not None else [shipped_policy_dir()]
+    engine = regorus.Engine()
+    for path in policy_files(directories):
+        try:
+            engine.add_policy_from_file(str(path))
+        except RuntimeError as error:
+            raise PolicyError(f"policy {path} cannot be loaded: {describe_engine_error(error)}") from None
+
+    try:
+        engine.add_data_json(orjson.dumps({CONFIG_ROOT: config}).decode())
+        engine.set_input_json(orjson.dumps(facts.model_dump(mode="json")).decode())
+        raw = engine.eval_rule(RESULTS_QUERY)
+    except RuntimeError as error:
+        raise PolicyError(f"policy evaluation failed: {describe_engine_error(error)}") from None
+
+    results = _check_results(raw, config["rules"])
+    logger.debug("evaluated %d rule(s)", len(results))
+    return results
+
+
+def _check_results(raw: Any, rules: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reject results whose shape would let a failure pass unnoticed."""
+    if raw is None:
+        raise PolicyError(f"{RESULTS_QUERY} is undefined; the policies did not produce results")
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise PolicyError(f"{RESULTS_QUERY} is not a list of objects")
+
+    expected_ids = [rule["id"] for rule in rules]
+    actual_ids = [item.get("rule_id") for item in raw]
+    if actual_ids != expected_ids:
+        raise PolicyError(
+            f"{RESULTS_QUERY} lists rules {actual_ids}, expected one result per stored rule {expected_ids}"
+        )
+    for item in raw:
+        status = item.get("status")
+        if status not in STATUSES:
+            raise PolicyError(
+                f"rule {item['rule_id']}: status {status!r} is not one of {', '.join(STATUSES)}"
+            )
+        if item.get("passed") is not (status == "passed"):
+            raise PolicyError(
+                f"rule {item['rule_id']}: passed={item.get('passed')!r} contradicts status {status}"
+            )
+        if status == "passed" and not item.get("matched_certificates"):
+            raise PolicyError(f"rule {item['rule_id']}: status passed without a matched certificate")
+    return raw
+
+
+def describe_engine_error(error: BaseException) -> str:
+    """Reduce a regorus error to ``file:line:col: message``, dropping the source excerpt and Rust backtrace."""
+    text = str(error).split("Stack backtrace:")[0]
+    location = _ENGINE_LOCATION.search(text)
+    message = _ENGINE_MESSAGE.search(text)
+    if message is None:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[0] if lines else type(error).__name__
+    if location is None:
+        return message.group(1).strip()
+    return f"{location.group(1)}: {message.group(1).strip()}"

@@ -1,0 +1,308 @@
+"""Embedded store of signing certificates and posture rules: one SQLite file under the home directory.
+
+The home is ``--home``, else ``$CERTPOSTURE_HOME``, else the user data
+directory. A signing certificate's private key, kept only on request, lives in
+``private/<id>.pem`` with mode 0600 and never enters the database, the facts,
+the results or any output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certposture.errors import InputError, NotFoundError, StoreError
+from certposture.signing import SigningCertificateInput, fingerprint_sha256
+from collector.facts import format_utc
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "certposture.db"
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS signing_certificates (
+    id TEXT PRIMARY KEY,
+    fingerprint_sha256 TEXT NOT NULL UNIQUE,
+    record TEXT NOT NULL,
+    certificate_pem TEXT NOT NULL,
+    added INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rules (
+    id TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    added INTEGER NOT NULL
+);
+"""
+
+
+def default_home() -> Path:
+    """Return the per-user data directory for certposture on this platform."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "certposture"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "certposture"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "certposture"
+
+
+def resolve_home(option: str | None) -> Path:
+    if option:
+        return Path(option)
+    from_environment = os.environ.get("CERTPOSTURE_HOME")
+    if from_environment:
+        return Path(from_environment)
+    return default_home()
+
+
+class Store:
+    """Signing certificates and rules, in insertion order."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._connection: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is not None:
+            return self._connection
+        try:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            connection = sqlite3.connect(self.home / DATABASE_NAME, isolation_level=None)
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.home / DATABASE_NAME} has schema version {version}, newer than this "
+                    f"certposture supports ({_SCHEMA_VERSION}); upgrade certposture"
+                )
+            connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as error:
+            raise StoreError(
+                f"cannot open store {self.home / DATABASE_NAME}: {error}; check --home or CERTPOSTURE_HOME"
+            ) from None
+        self._connection = connection
+        return connection
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # Signing certificates
+
+    def add_signing_certificate(
+        self, parsed: SigningCertificateInput, name: str | None, keep_private_key: bool
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a checked certificate; return its record and whether it was new.
+
+        A certificate already stored (same SHA-256 fingerprint) is not added twice;
+        its existing record is returned.
+        """
+        certificate = parsed.certificate
+        fingerprint = fingerprint_sha256(certificate)
+        existing = self._find_by_fingerprint(fingerprint)
+        if existing is not None:
+            return existing, False
+
+        certificate_id = str(uuid.uuid4())
+        record = _certificate_record(certificate, certificate_id, name, fingerprint)
+        key_path = None
+        if keep_private_key and parsed.private_key_pem is not None:
+            key_path = self._write_private_key(certificate_id, parsed.private_key_pem)
+            record["private_key_stored"] = True
+        pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        try:
+            with self._transaction() as connection:
+                connection.execute(
+                    "INSERT INTO signing_certificates VALUES (?, ?, ?, ?, "
+                    "(SELECT COALESCE(MAX(added), 0) + 1 FROM signing_certificates))",
+                    (certificate_id, fingerprint, orjson.dumps(record).decode(), pem),
+                )
+        except sqlite3.Error as error:
+            if key_path is not None:
+                key_path.unlink(missing_ok=True)
+            raise StoreError(
+                f"cannot write signing certificate to {self.home / DATABASE_NAME}: {error}"
+            ) from None
+        return record, True
+
+    def _write_private_key(self, certificate_id: str, key_pem: bytes) -> Path:
+        directory = self.home / "private"
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            path = directory / f"{certificate_id}.pem"
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(key_pem)
+        except OSError as error:
+            raise StoreError(f"cannot write private key file under {directory}: {error.strerror}") from None
+        return path
+
+    def _find_by_fingerprint(self, fingerprint: str) -> dict[str, Any] | None:
+        row = (
+            self._connect()
+            .execute("SELECT record FROM signing_certificates WHERE fingerprint_sha256 = ?", (fingerprint,))
+            .fetchone()
+        )
+        return _load_json(row[0]) if row else None
+
+    def list_signing_certificates(self) -> list[dict[str, Any]]:
+        rows = self._connect().execute("SELECT record FROM signing_certificates ORDER BY added")
+        return [_load_json(row[0]) for row in rows]
+
+    def get_signing_certificate(self, certificate_id: str) -> dict[str, Any]:
+        row = (
+            self._connect()
+            .execute("SELECT record FROM signing_certificates WHERE id = ?", (certificate_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFoundError(
+                f"signing certificate {certificate_id!r} not found; list stored ones with `certposture ca list`"
+            )
+        return _load_json(row[0])
+
+    def signing_certificate_exists(self, certificate_id: str) -> bool:
+        row = (
+            self._connect()
+            .execute("SELECT 1 FROM signing_certificates WHERE id = ?", (certificate_id,))
+            .fetchone()
+        )
+        return row is not None
+
+    def load_signers(self) -> list[tuple[str, x509.Certificate]]:
+        """Return (id, certificate) for every stored signing certificate."""
+        rows = self._connect().execute("SELECT id, certificate_pem FROM signing_certificates ORDER BY added")
+        signers = []
+        for certificate_id, pem in rows:
+            try:
+                signers.append((certificate_id, x509.load_pem_x509_certificate(pem.encode())))
+            except ValueError as error:
+                raise StoreError(
+                    f"stored signing certificate {certificate_id} cannot be parsed ({error}); "
+                    f"remove it with `certposture ca remove {certificate_id}` and add it again"
+                ) from None
+        return signers
+
+    def remove_signing_certificate(self, certificate_id: str) -> None:
+        with self._transaction() as connection:
+            if (
+                connection.execute(
+                    "SELECT 1 FROM signing_certificates WHERE id = ?", (certificate_id,)
+                ).fetchone()
+                is None
+            ):
+                raise NotFoundError(
+                    f"signing certificate {certificate_id!r} not found; "
+                    "list stored ones with `certposture ca list`"
+                )
+            users = [
+                rule["id"]
+                for rule in self._rules(connection)
+                if rule.get("input", {}).get("certificate_id") == certificate_id
+            ]
+            if users:
+                raise InputError(
+                    f"signing certificate {certificate_id} is used by rule(s) {', '.join(users)}; "
+                    "remove or change those rules first (`certposture rules remove ID`)"
+                )
+            connection.execute("DELETE FROM signing_certificates WHERE id = ?", (certificate_id,))
+        key_path = self.home / "private" / f"{certificate_id}.pem"
+        if key_path.exists():
+            key_path.unlink()
+
+    # Rules
+
+    def add_rules(self, rules: list[dict[str, Any]]) -> list[str]:
+        """Store validated rules in one transaction; an id already stored rejects the whole batch."""
+        with self._transaction() as connection:
+            for rule in rules:
+                if connection.execute("SELECT 1 FROM rules WHERE id = ?", (rule["id"],)).fetchone():
+                    raise InputError(
+                        f"rule {rule['id']!r} is already stored; remove it first with "
+                        f"`certposture rules remove {rule['id']}` or drop the id to add a copy"
+                    )
+                connection.execute(
+                    "INSERT INTO rules VALUES (?, ?, (SELECT COALESCE(MAX(added), 0) + 1 FROM rules))",
+                    (rule["id"], orjson.dumps(rule).decode()),
+                )
+        return [rule["id"] for rule in rules]
+
+    def list_rules(self) -> list[dict[str, Any]]:
+        return self._rules(self._connect())
+
+    def _rules(self, connection: sqlite3.Connection) -> list[dict[str, Any]]:
+        rows = connection.execute("SELECT rule FROM rules ORDER BY added")
+        return [_load_json(row[0]) for row in rows]
+
+    def get_rule(self, rule_id: str) -> dict[str, Any]:
+        row = self._connect().execute("SELECT rule FROM rules WHERE id = ?", (rule_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"rule {rule_id!r} not found; list stored rules with `certposture rules list`"
+            )
+        return _load_json(row[0])
+
+    def remove_rule(self, rule_id: str) -> None:
+        with self._transaction() as connection:
+            if connection.execute("DELETE FROM rules WHERE id = ?", (rule_id,)).rowcount == 0:
+                raise NotFoundError(
+                    f"rule {rule_id!r} not found; list stored rules with `certposture rules list`"
+                )
+
+
+def _certificate_record(
+    certificate: x509.Certificate, certificate_id: str, name: str | None, fingerprint: str
+) -> dict[str, Any]:
+    subject = certificate.subject.rfc4514_string()
+    common_names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    default_name = str(common_names[0].value) if common_names else subject
+    return {
+        "id": certificate_id,
+        "name": name or default_name,
+        "issuer": certificate.issuer.rfc4514_string(),
+        "subject": subject,
+        "serial_number": format(certificate.serial_number, "X"),
+        "signature_algorithm": _signature_algorithm_name(certificate),
+        "expires_on": format_utc(certificate.not_valid_after_utc),
+        "uploaded_on": format_utc(datetime.now(UTC)),
+        "fingerprint_sha256": fingerprint,
+        "private_key_stored": False,
+    }
+
+
+def _signature_algorithm_name(certificate: x509.Certificate) -> str:
+    oid = certificate.signature_algorithm_oid
+    # cryptography exposes the OpenSSL-style name only through ``_name``; fall back to the dotted OID.
+    name = getattr(oid, "_name", None)
+    return name if isinstance(name, str) and name != "Unknown OID" else oid.dotted_string
+
+
+def _load_json(text: str) -> dict[str, Any]:
+    value = orjson.loads(text)
+    if not isinstance(value, dict):
+        raise StoreError("store row is not a JSON object; the store file is damaged")
+    return value

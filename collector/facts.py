@@ -1,0 +1,161 @@
+"""Facts document: the collector's output and the policies' input.
+
+Every model is frozen and rejects unknown fields, so a facts file that was
+edited by hand or produced by another version fails validation instead of
+being evaluated with fields silently dropped. Datetimes are UTC and serialize
+as RFC 3339 with a trailing ``Z``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+SCHEMA_VERSION = 1
+
+
+def _require_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("datetime must carry a timezone, for example 2026-12-04T19:00:00Z")
+    return value.astimezone(UTC)
+
+
+def format_utc(value: datetime) -> str:
+    """Format an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_require_utc),
+    PlainSerializer(format_utc, return_type=str),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OperatingSystem(_Model):
+    family: Literal["linux", "mac", "windows", "ios", "android", "chromeos", "unknown"]
+    name: str
+    version: str
+
+
+class Device(_Model):
+    hostname: str | None
+    serial_number: str | None
+    os: OperatingSystem
+
+
+class CollectorInfo(_Model):
+    version: str
+
+
+class CertificateSource(_Model):
+    """Where a certificate was found.
+
+    ``type`` is the source module (``pem``, ``nssdb``, ``keychain``,
+    ``windows``); ``location`` is the file path, database directory or store
+    name; ``label`` is the nickname or friendly name where the source has one.
+    """
+
+    type: Literal["pem", "nssdb", "keychain", "windows"]
+    location: str
+    label: str | None = None
+
+
+class Name(_Model):
+    dn: str
+    common_names: list[str] = Field(default_factory=list)
+
+
+class IssuerName(_Model):
+    dn: str
+
+
+class SubjectAlternativeNames(_Model):
+    """SAN values a rule can match; otherName entries (UPN and others) are only counted."""
+
+    dns: list[str] = Field(default_factory=list)
+    email: list[str] = Field(default_factory=list)
+    uri: list[str] = Field(default_factory=list)
+    ip: list[str] = Field(default_factory=list)
+    other_name_count: int = 0
+
+
+class PublicKey(_Model):
+    algorithm: Literal["rsa", "ec", "ed25519", "ed448", "dsa", "unknown"]
+    size: int | None = None
+    curve: str | None = None
+
+
+PrivateKeyStatus = Literal["present", "missing", "unverified"]
+
+
+class PrivateKey(_Model):
+    """Evidence that the device holds the certificate's private key.
+
+    ``present`` is true only when a key whose public half equals the
+    certificate's public key was found (PEM), or when a private-key object with
+    the certificate's CKA_ID exists (NSS). ``unverified`` means a key exists but
+    could not be compared, for example because it is encrypted; it never counts
+    as presence. ``reason`` says why the status is not ``present``.
+    """
+
+    present: bool
+    status: PrivateKeyStatus
+    location: str | None = None
+    reason: str | None = None
+
+
+class Certificate(_Model):
+    source: CertificateSource
+    fingerprint_sha256: str
+    subject: Name
+    issuer: IssuerName
+    serial_number: str
+    not_before: UtcDatetime
+    not_after: UtcDatetime
+    subject_alternative_names: SubjectAlternativeNames
+    extended_key_usage: list[str]
+    is_ca: bool
+    public_key: PublicKey
+    private_key: PrivateKey
+    signed_by: list[str]
+
+
+class CollectionError(_Model):
+    """A location, file or certificate that could not be read; the rest was still collected.
+
+    ``step`` names the stage that failed: ``open``, ``read``, ``load``,
+    ``names``, ``extensions``, ``public_key``, ``signature``, ``key``,
+    ``database`` or ``identity``.
+    """
+
+    source: str
+    location: str
+    step: str
+    message: str
+
+
+class Facts(_Model):
+    schema_version: Literal[1] = 1
+    collected_at: UtcDatetime
+    collector: CollectorInfo
+    device: Device
+    certificates: list[Certificate]
+    errors: list[CollectionError]
+
+
+def dump_facts(facts: Facts) -> bytes:
+    """Serialize facts as indented JSON with a trailing newline."""
+    return orjson.dumps(facts.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def load_facts(raw: bytes | str) -> Facts:
+    """Parse and validate a facts document; raises pydantic ``ValidationError`` or ``orjson.JSONDecodeError``."""
+    return Facts.model_validate(orjson.loads(raw))

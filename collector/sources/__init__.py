@@ -1,0 +1,15 @@
+"""Certificate sources: each module reads one kind of store and returns a ``SourceResult``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from collector.facts import Certificate, CollectionError
+
+
+@dataclass
+class SourceResult:
+    """Certificates a source found, and the locations or certificates it could not read."""
+
+    certificates: list[Certificate] = field(default_factory=list)
+    errors: list[CollectionError] = field(default_factory=list)

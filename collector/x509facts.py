@@ -1,0 +1,287 @@
+"""Turn X.509 certificates into facts, one parsing step at a time.
+
+``cryptography`` parses a certificate's outer structure on load but decodes
+names, extensions and the public key only when they are first read, so a
+certificate that loaded can still fail later. Each step catches the
+exceptions ``cryptography`` documents for it and raises ``CertificateError``
+naming the step; the caller records it and goes on with other certificates.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from collector.facts import (
+    Certificate,
+    CertificateSource,
+    CollectionError,
+    IssuerName,
+    Name,
+    PrivateKey,
+    PublicKey,
+    SubjectAlternativeNames,
+)
+from collector.signers import Signer, find_signers
+
+logger = logging.getLogger(__name__)
+
+Step = Literal["load", "names", "extensions", "public_key"]
+
+CERTIFICATE_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE"})
+
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([^\r\n-]*)-----")
+
+
+class CertificateError(Exception):
+    """A certificate that could not be parsed; ``step`` names the stage that failed."""
+
+    def __init__(self, step: Step, message: str) -> None:
+        super().__init__(message)
+        self.step: Step = step
+        self.message = message
+
+    def to_collection_error(self, source: str, location: str) -> CollectionError:
+        return CollectionError(source=source, location=location, step=self.step, message=self.message)
+
+
+@dataclass(frozen=True)
+class PemBlock:
+    """One ``-----BEGIN label-----`` block of a PEM file.
+
+    ``line`` is the 1-based line of the BEGIN line. ``text`` runs from the
+    BEGIN line through the END line, and is None when no END line follows.
+    """
+
+    label: str
+    line: int
+    text: bytes | None
+
+
+def split_pem(data: bytes) -> list[PemBlock]:
+    """Split PEM data into its blocks, in file order, without decoding them."""
+    blocks: list[PemBlock] = []
+    position = 0
+    while match := _PEM_BEGIN.search(data, position):
+        label = match.group(1).decode("ascii", "replace")
+        line = data.count(b"\n", 0, match.start()) + 1
+        end_marker = re.compile(rb"-----END " + re.escape(match.group(1)) + rb"-----")
+        end = end_marker.search(data, match.end())
+        next_begin = _PEM_BEGIN.search(data, match.end())
+        if end is None or (next_begin is not None and next_begin.start() < end.start()):
+            # A BEGIN line without its END line, as in a truncated file.
+            blocks.append(PemBlock(label, line, None))
+            position = match.end()
+            continue
+        blocks.append(PemBlock(label, line, data[match.start() : end.end()]))
+        position = end.end()
+    return blocks
+
+
+def looks_like_pem(data: bytes) -> bool:
+    return _PEM_BEGIN.search(data) is not None
+
+
+def load_certificate(data: bytes, encoding: Literal["pem", "der"] = "der") -> x509.Certificate:
+    """Load one certificate; raises ``CertificateError`` with step ``load`` on invalid data."""
+    try:
+        if encoding == "pem":
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise CertificateError("load", f"invalid {encoding.upper()} certificate: {exc}") from exc
+
+
+def load_certificates(data: bytes) -> tuple[list[x509.Certificate], list[CertificateError]]:
+    """Load every certificate in raw bytes: all CERTIFICATE blocks of PEM data, or one DER certificate.
+
+    Each block that fails to load is returned as a ``CertificateError`` and
+    the other blocks are still loaded. PEM blocks of other types (keys,
+    requests, parameters) are skipped.
+    """
+    if not looks_like_pem(data):
+        try:
+            return [load_certificate(data, "der")], []
+        except CertificateError as exc:
+            return [], [exc]
+
+    certificates: list[x509.Certificate] = []
+    errors: list[CertificateError] = []
+    for block in split_pem(data):
+        if block.label not in CERTIFICATE_LABELS:
+            continue
+        if block.text is None:
+            errors.append(
+                CertificateError("load", f"PEM block {block.label} at line {block.line} has no END line")
+            )
+            continue
+        try:
+            certificates.append(load_certificate(block.text, "pem"))
+        except CertificateError as exc:
+            errors.append(
+                CertificateError("load", f"PEM block {block.label} at line {block.line}: {exc.message}")
+            )
+    return certificates, errors
+
+
+def decode_pem_body(text: bytes) -> bytes:
+    """Decode the base64 body of one PEM block, skipping RFC 1421 headers such as ``Proc-Type``."""
+    lines = text.splitlines()[1:-1]
+    body = b"".join(line.strip() for line in lines if b":" not in line)
+    try:
+        return base64.b64decode(body, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"invalid base64 in PEM body: {exc}") from exc
+
+
+def fingerprint_sha256(cert: x509.Certificate) -> str:
+    """Return the SHA-256 of the DER certificate as lowercase hex without colons."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def format_serial_number(serial: int) -> str:
+    """Format a serial number as uppercase hex of whole bytes, as ``openssl x509 -serial`` prints it."""
+    digits = f"{abs(serial):X}"
+    if len(digits) % 2:
+        digits = "0" + digits
+    return f"-{digits}" if serial < 0 else digits
+
+
+def public_key_der(cert: x509.Certificate) -> bytes | None:
+    """Return the certificate's SubjectPublicKeyInfo re-encoded by ``cryptography``, for comparing with keys.
+
+    Returns None when ``cryptography`` does not support the key algorithm;
+    raises ``CertificateError`` with step ``public_key`` when the key is invalid.
+    """
+    try:
+        key = cert.public_key()
+    except UnsupportedAlgorithm:
+        return None
+    except ValueError as exc:
+        raise CertificateError("public_key", f"invalid public key: {exc}") from exc
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _common_names(name: x509.Name) -> list[str]:
+    values: list[str] = []
+    for attribute in name.get_attributes_for_oid(NameOID.COMMON_NAME):
+        value = attribute.value
+        values.append(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+    return values
+
+
+def _subject_alternative_names(extensions: x509.Extensions) -> SubjectAlternativeNames:
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return SubjectAlternativeNames()
+    ip_addresses = [str(value) for value in san.get_values_for_type(x509.IPAddress)]
+    return SubjectAlternativeNames(
+        dns=san.get_values_for_type(x509.DNSName),
+        email=san.get_values_for_type(x509.RFC822Name),
+        uri=san.get_values_for_type(x509.UniformResourceIdentifier),
+        ip=ip_addresses,
+        other_name_count=len(san.get_values_for_type(x509.OtherName)),
+    )
+
+
+def _extended_key_usage(extensions: x509.Extensions) -> list[str]:
+    try:
+        usages = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return []
+    return [oid.dotted_string for oid in usages]
+
+
+def _is_ca(extensions: x509.Extensions) -> bool:
+    try:
+        return extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def public_key_facts(cert: x509.Certificate) -> PublicKey:
+    """Describe the certificate's public key; an algorithm ``cryptography`` does not support is ``unknown``."""
+    try:
+        key = cert.public_key()
+    except UnsupportedAlgorithm as exc:
+        logger.debug("public key algorithm %s is not supported: %s", cert.public_key_algorithm_oid, exc)
+        return PublicKey(algorithm="unknown")
+    except ValueError as exc:
+        raise CertificateError("public_key", f"invalid public key: {exc}") from exc
+
+    if isinstance(key, rsa.RSAPublicKey):
+        return PublicKey(algorithm="rsa", size=key.key_size)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return PublicKey(algorithm="ec", size=key.curve.key_size, curve=key.curve.name)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return PublicKey(algorithm="ed25519")
+    if isinstance(key, ed448.Ed448PublicKey):
+        return PublicKey(algorithm="ed448")
+    if isinstance(key, dsa.DSAPublicKey):
+        return PublicKey(algorithm="dsa", size=key.key_size)
+    return PublicKey(algorithm="unknown")
+
+
+def certificate_facts(
+    cert: x509.Certificate,
+    source: CertificateSource,
+    private_key: PrivateKey,
+    signers: Sequence[Signer],
+) -> Certificate:
+    """Build the facts of one certificate; raises ``CertificateError`` naming the step that failed."""
+    fingerprint = fingerprint_sha256(cert)
+    label = f"certificate {fingerprint}"
+
+    try:
+        serial_number = format_serial_number(cert.serial_number)
+        not_before = cert.not_valid_before_utc
+        not_after = cert.not_valid_after_utc
+    except ValueError as exc:
+        raise CertificateError("load", f"{label}: invalid serial number or validity: {exc}") from exc
+
+    try:
+        subject = Name(dn=cert.subject.rfc4514_string(), common_names=_common_names(cert.subject))
+        issuer = IssuerName(dn=cert.issuer.rfc4514_string())
+    except ValueError as exc:
+        raise CertificateError("names", f"{label}: invalid subject or issuer name: {exc}") from exc
+
+    try:
+        extensions = cert.extensions
+        alternative_names = _subject_alternative_names(extensions)
+        extended_key_usage = _extended_key_usage(extensions)
+        is_ca = _is_ca(extensions)
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise CertificateError("extensions", f"{label}: invalid extensions: {exc}") from exc
+
+    try:
+        public_key = public_key_facts(cert)
+    except CertificateError as exc:
+        raise CertificateError("public_key", f"{label}: {exc.message}") from exc
+
+    return Certificate(
+        source=source,
+        fingerprint_sha256=fingerprint,
+        subject=subject,
+        issuer=issuer,
+        serial_number=serial_number,
+        not_before=not_before,
+        not_after=not_after,
+        subject_alternative_names=alternative_names,
+        extended_key_usage=extended_key_usage,
+        is_ca=is_ca,
+        public_key=public_key,
+        private_key=private_key,
+        signed_by=find_signers(cert, signers),
+    )

@@ -1,0 +1,733 @@
+# Evaluates one client_certificate_v2 posture rule, in the JSON shape of
+# Cloudflare's device posture rule API, against a collector facts document.
+#
+# A rule passes when one certificate found in the rule's locations meets every
+# condition at once. Each candidate certificate lists the conditions it failed
+# as reasons, and rule-level reasons explain outcomes that concern no single
+# certificate (wrong OS, unknown signing certificate, nothing found).
+package certposture.client_certificate
+
+import rego.v1
+
+rule_type := "client_certificate_v2"
+
+# Extended key usage names that a rule may list, and the OID each one requires.
+eku_oids := {
+	"clientAuth": "1.3.6.1.5.5.7.3.2",
+	"emailProtection": "1.3.6.1.5.5.7.3.4",
+}
+
+# Source type of the certificates that a mac or windows rule searches.
+# Linux rules search PEM files or the NSS database instead.
+_store_sources := {"mac": "keychain", "windows": "windows"}
+
+_operating_systems := {"linux", "mac", "windows"}
+
+_trust_stores := {"system", "user"}
+
+# Device fact that supplies each template variable, and the collector option
+# that sets it when the collector cannot read it.
+_variables := {
+	"serial_number": {"label": "serial number", "option": "--serial-number"},
+	"hostname": {"label": "hostname", "option": "--hostname"},
+}
+
+# Builds every reason, so that all of them carry the same fields.
+# condition names the checked condition, code is a stable machine-readable
+# identifier, message is a sentence for people.
+reason(condition, code, message, expected, actual) := {
+	"condition": condition,
+	"code": code,
+	"message": message,
+	"expected": expected,
+	"actual": actual,
+}
+
+# Returns the result of one rule on the device described by facts.
+# config carries signing_certificates, keyed by id; now_ns is the evaluation
+# time in nanoseconds since the Unix epoch.
+result(rule, facts, config, now_ns) := object.union(
+	{
+		"rule_id": object.get(rule, "id", null),
+		"rule_name": object.get(rule, "name", null),
+		"type": object.get(rule, "type", null),
+	},
+	_outcome(rule, facts, config, now_ns),
+)
+
+# The checks run in this order: rule shape, operating system, signing
+# certificate, template variables, then the certificates themselves.
+_outcome(rule, facts, config, now_ns) := _rule_error([reason(
+	"rule",
+	"unsupported_rule_type",
+	sprintf("rule type %s is not supported, only %s is", [_quote(rule_type_value), _quote(rule_type)]),
+	rule_type,
+	rule_type_value,
+)]) if {
+	rule_type_value := object.get(rule, "type", null)
+	rule_type_value != rule_type
+} else := _rule_error(problems) if {
+	problems := _rule_problems(object.get(rule, "input", null))
+	count(problems) > 0
+} else := _outcome_for_input(rule.input, facts, config, now_ns)
+
+_outcome_for_input(rule_input, facts, config, now_ns) := _outcome_with(
+	"not_applicable",
+	[reason(
+		"operating_system",
+		"os_mismatch",
+		sprintf(
+			"rule applies to operating system %s, but the device runs %s",
+			[_quote(rule_input.operating_system), _quote(_text(facts.device.os.family))],
+		),
+		rule_input.operating_system,
+		facts.device.os.family,
+	)],
+	[],
+	[],
+) if {
+	facts.device.os.family != rule_input.operating_system
+} else := _outcome_with(
+	"error",
+	[reason(
+		"signer",
+		"unknown_signing_certificate",
+		sprintf(
+			"signing certificate %s was not found, so store it with \"certposture ca add FILE\" or pick a stored one from \"certposture ca list\"",
+			[_quote(rule_input.certificate_id)],
+		),
+		rule_input.certificate_id,
+		null,
+	)],
+	[],
+	_relevant_errors(_scope(rule_input), _list(facts, "errors")),
+) if {
+	not _signing_certificate_known(rule_input.certificate_id, config)
+} else := _outcome_with(
+	"error",
+	missing,
+	[],
+	_relevant_errors(_scope(rule_input), _list(facts, "errors")),
+) if {
+	missing := _variable_reasons(rule_input, facts.device)
+	count(missing) > 0
+} else := _evaluate(rule_input, facts, config, now_ns)
+
+_rule_error(reasons) := _outcome_with("error", reasons, [], [])
+
+_outcome_with(status, reasons, candidates, errors) := {
+	"status": status,
+	"passed": status == "passed",
+	"matched_certificates": sort({candidate.fingerprint_sha256 |
+		some candidate in candidates
+		candidate.passed
+	}),
+	"candidates": candidates,
+	"reasons": reasons,
+	"errors": errors,
+}
+
+_signing_certificate_known(id, config) if {
+	_value_or(_value_or(config, "signing_certificates", {}), id, null) != null
+}
+
+_evaluate(rule_input, facts, config, now_ns) := _outcome_with(status, reasons, candidates, errors) if {
+	scope := _scope(rule_input)
+	errors := _relevant_errors(scope, _list(facts, "errors"))
+	checks := _checks(rule_input, facts.device, config)
+	candidates := _sorted_candidates([_candidate(certificate, checks, now_ns) |
+		some certificate in _candidates(scope, _list(facts, "certificates"))
+	])
+	status := _status(candidates)
+	reasons := _rule_reasons(status, scope, count(candidates), count(errors))
+}
+
+_status(candidates) := "passed" if {
+	some candidate in candidates
+	candidate.passed
+} else := "failed"
+
+_rule_reasons("passed", _, _, _) := []
+
+_rule_reasons("failed", scope, 0, error_count) := [reason(
+	"locations",
+	"no_certificate",
+	_no_certificate_message(scope, error_count),
+	scope,
+	null,
+)]
+
+_rule_reasons("failed", _, candidate_count, _) := [reason(
+	"rule",
+	"no_matching_certificate",
+	_no_match_message(candidate_count),
+	"a certificate that meets every condition",
+	null,
+)] if {
+	candidate_count > 0
+}
+
+_no_match_message(1) := "the one certificate found in the rule's locations does not meet every condition, and its reasons say which it failed"
+
+_no_match_message(candidate_count) := sprintf(
+	"none of the %d certificates found in the rule's locations meets every condition, and each candidate's reasons say which it failed",
+	[candidate_count],
+) if {
+	candidate_count > 1
+}
+
+# The expected values of each condition, with template variables substituted,
+# computed once per rule instead of once per certificate.
+_checks(rule_input, device, config) := {
+	"certificate_id": rule_input.certificate_id,
+	"signing_certificate": config.signing_certificates[rule_input.certificate_id],
+	"cn": _substitute(_value_or(rule_input, "cn", ""), device),
+	"extended_key_usage": sort({name | some name in _list(rule_input, "extended_key_usage")}),
+	"check_private_key": rule_input.check_private_key,
+	"subject_alternative_names": [_substitute(template, device) |
+		some template in _list(rule_input, "subject_alternative_names")
+	],
+}
+
+_candidate(certificate, checks, now_ns) := {
+	"fingerprint_sha256": certificate.fingerprint_sha256,
+	"subject": certificate.subject.dn,
+	"source": {
+		"type": certificate.source.type,
+		"location": certificate.source.location,
+		"label": object.get(certificate.source, "label", null),
+	},
+	"passed": count(reasons) == 0,
+	"reasons": reasons,
+} if {
+	# Listed in the order of the conditions in the rule format, not sorted.
+	reasons := [item |
+		some reasons_of_condition in [
+			_signer_reasons(certificate, checks),
+			_validity_reasons(certificate, now_ns),
+			_cn_reasons(certificate, checks.cn),
+			_eku_reasons(certificate, checks.extended_key_usage),
+			_private_key_reasons(certificate, checks.check_private_key),
+			_san_reasons(certificate, checks.subject_alternative_names),
+		]
+		some item in reasons_of_condition
+	]
+}
+
+# Orders candidates by fingerprint, then by where they were found, so the
+# output does not depend on the order of the facts document.
+_sorted_candidates(candidates) := [candidates[key[4]] |
+	some key in sort([[
+		candidate.fingerprint_sha256,
+		candidate.source.type,
+		candidate.source.location,
+		_text(candidate.source.label),
+		index,
+	] |
+		some index, candidate in candidates
+	])
+]
+
+# Condition 1: the collector verified the certificate's signature with the
+# public key of the signing certificate. An issuer name that matches the
+# signing certificate's subject does not count on its own.
+_signer_reasons(certificate, checks) := [] if {
+	checks.certificate_id in _list(certificate, "signed_by")
+} else := [reason(
+	"signer",
+	"signer_mismatch",
+	_signer_message(certificate.issuer.dn, checks.certificate_id, checks.signing_certificate),
+	{
+		"certificate_id": checks.certificate_id,
+		"subject": object.get(checks.signing_certificate, "subject", null),
+	},
+	{"issuer": certificate.issuer.dn, "signed_by": _list(certificate, "signed_by")},
+)]
+
+_signer_message(issuer, id, signing_certificate) := sprintf(
+	"certificate names %s as its issuer, but its signature does not verify with the public key of signing certificate %s",
+	[_quote(issuer), _signing_certificate_label(id, signing_certificate)],
+) if {
+	issuer == object.get(signing_certificate, "subject", null)
+} else := sprintf(
+	"certificate issued by %s is not signed by signing certificate %s",
+	[_quote(issuer), _signing_certificate_label(id, signing_certificate)],
+)
+
+_signing_certificate_label(id, signing_certificate) := sprintf(
+	"%s (id %s)",
+	[_quote(name), id],
+) if {
+	name := _value_or(signing_certificate, "name", "")
+	name != ""
+} else := sprintf("%s (id %s)", [_quote(_text(object.get(signing_certificate, "subject", ""))), id])
+
+# Condition 2: not_before <= evaluation time <= not_after.
+_validity_reasons(certificate, now_ns) := [reason(
+	"validity",
+	"not_yet_valid",
+	sprintf(
+		"certificate is not valid until %s, and the evaluation time is %s",
+		[certificate.not_before, format_time(now_ns)],
+	),
+	_validity_period(certificate),
+	format_time(now_ns),
+)] if {
+	now_ns < time.parse_rfc3339_ns(certificate.not_before)
+} else := [reason(
+	"validity",
+	"expired",
+	sprintf(
+		"certificate expired at %s, before the evaluation time %s",
+		[certificate.not_after, format_time(now_ns)],
+	),
+	_validity_period(certificate),
+	format_time(now_ns),
+)] if {
+	now_ns > time.parse_rfc3339_ns(certificate.not_after)
+} else := []
+
+_validity_period(certificate) := {"not_before": certificate.not_before, "not_after": certificate.not_after}
+
+# Condition 3: one subject common name equals the expected CN, ignoring case.
+_cn_reasons(_, "") := []
+
+_cn_reasons(certificate, expected) := [] if {
+	expected != ""
+	some common_name in _list(certificate.subject, "common_names")
+	lower(common_name) == lower(expected)
+} else := [reason(
+	"cn",
+	"cn_mismatch",
+	_cn_message(_list(certificate.subject, "common_names"), expected),
+	expected,
+	_list(certificate.subject, "common_names"),
+)] if {
+	expected != ""
+}
+
+_cn_message(common_names, expected) := sprintf(
+	"certificate has no subject CN, but the rule expects %s",
+	[_quote(expected)],
+) if {
+	count(common_names) == 0
+} else := sprintf(
+	"certificate CN %s does not equal the expected %s (compared case-insensitively)",
+	[_quote_all(common_names), _quote(expected)],
+) if {
+	count(common_names) == 1
+} else := sprintf(
+	"none of the certificate CNs %s equals the expected %s (compared case-insensitively)",
+	[_quote_all(common_names), _quote(expected)],
+)
+
+# Condition 4: every listed usage is in the certificate's EKU extension.
+_eku_reasons(certificate, required) := [] if {
+	every name in required {
+		eku_oids[name] in _list(certificate, "extended_key_usage")
+	}
+} else := [reason(
+	"extended_key_usage",
+	"eku_missing",
+	sprintf(
+		"certificate extended key usage lacks %s",
+		[concat(", ", [sprintf("%s (%s)", [usage.name, usage.oid]) | some usage in missing])],
+	),
+	missing,
+	_list(certificate, "extended_key_usage"),
+)] if {
+	missing := [{"name": name, "oid": eku_oids[name]} |
+		some name in required
+		not eku_oids[name] in _list(certificate, "extended_key_usage")
+	]
+}
+
+# Condition 5: the collector found the private key whose public key matches
+# the certificate. A key it could not compare (status unverified) does not count.
+_private_key_reasons(_, false) := []
+
+_private_key_reasons(certificate, true) := [] if {
+	certificate.private_key.present == true
+} else := [reason(
+	"private_key",
+	"private_key_unverified",
+	sprintf(
+		"a private key was found but could not be compared with the certificate's public key (%s), and an unverified key does not count as present",
+		[_text_or(object.get(certificate.private_key, "reason", null), "no reason given")],
+	),
+	"present",
+	"unverified",
+)] if {
+	certificate.private_key.status == "unverified"
+} else := [reason(
+	"private_key",
+	"private_key_missing",
+	_private_key_missing_message(object.get(certificate.private_key, "reason", null)),
+	"present",
+	certificate.private_key.status,
+)]
+
+_private_key_missing_message(collector_reason) := sprintf(
+	"no private key matching the certificate was found on the device (%s)",
+	[collector_reason],
+) if {
+	_text(collector_reason) != ""
+} else := "no private key matching the certificate was found on the device"
+
+# Condition 6: one expected value equals, ignoring case, one DNS, email, URI
+# or IP SAN. otherName values (a UPN, for example) are never compared.
+_san_reasons(_, []) := []
+
+_san_reasons(certificate, expected) := [] if {
+	count(expected) > 0
+	some value in expected
+	some san in _comparable_sans(certificate)
+	lower(value) == lower(san)
+} else := [reason(
+	"subject_alternative_names",
+	"san_mismatch",
+	_san_message(certificate, expected),
+	expected,
+	_san_facts(certificate),
+)] if {
+	count(expected) > 0
+}
+
+_comparable_sans(certificate) := [san |
+	some kind in ["dns", "email", "uri", "ip"]
+	some san in _list(_san_facts(certificate), kind)
+]
+
+_san_facts(certificate) := object.get(certificate, "subject_alternative_names", {})
+
+_san_message(certificate, expected) := sprintf(
+	"certificate has only otherName SANs (%d), which are never compared, but the rule expects one of %s",
+	[object.get(_san_facts(certificate), "other_name_count", 0), _quote_all(expected)],
+) if {
+	count(_comparable_sans(certificate)) == 0
+	object.get(_san_facts(certificate), "other_name_count", 0) > 0
+} else := sprintf(
+	"certificate has no DNS, email, URI or IP SAN, but the rule expects one of %s",
+	[_quote_all(expected)],
+) if {
+	count(_comparable_sans(certificate)) == 0
+} else := sprintf(
+	"none of the expected SANs %s equals a DNS, email, URI or IP SAN of the certificate (compared case-insensitively)",
+	[_quote_all(expected)],
+)
+
+# Template variables: ${serial_number} and ${hostname} in cn and SANs.
+
+_templates(rule_input) := array.concat(
+	[cn | cn := _value_or(rule_input, "cn", ""); cn != ""],
+	_list(rule_input, "subject_alternative_names"),
+)
+
+_variable_reasons(rule_input, device) := [reason(
+	"rule",
+	"variable_unavailable",
+	sprintf(
+		"the rule uses ${%s}, but the device %s is unknown, so pass it to the collector with %s",
+		[name, _variables[name].label, _variables[name].option],
+	),
+	name,
+	object.get(device, name, null),
+) |
+	some name in sort(object.keys(_variables))
+	_uses_variable(_templates(rule_input), name)
+	_text(object.get(device, name, null)) == ""
+]
+
+_uses_variable(templates, name) if {
+	some template in templates
+	contains(template, sprintf("${%s}", [name]))
+}
+
+# Substitutes both variables in a single pass. The template is split on
+# "${serial_number}", "${hostname}" is replaced in each part, and the parts are
+# joined with the serial number, so a value that itself contains a placeholder
+# is inserted literally. strings.replace_n is not used because regorus
+# (gordon-to-regorus 0.13) applies its pairs one after another, which expands
+# an inserted value a second time.
+_substitute(template, device) := concat(
+	_text(object.get(device, "serial_number", null)),
+	[replace(part, "${hostname}", _text(object.get(device, "hostname", null))) |
+		some part in split(template, "${serial_number}")
+	],
+)
+
+# Locations: which certificates are candidates for a rule.
+
+# Describes where a rule looks, in the shape reported as "expected" when
+# nothing is found there.
+_scope(rule_input) := {"source": "pem", "paths": paths} if {
+	rule_input.operating_system == "linux"
+	paths := _list(_value_or(rule_input, "locations", {}), "paths")
+	count(paths) > 0
+} else := {"source": "nssdb"} if {
+	rule_input.operating_system == "linux"
+} else := {
+	"source": _store_sources[rule_input.operating_system],
+	"trust_stores": sort({store | some store in _rule_trust_stores(rule_input)}),
+}
+
+_rule_trust_stores(rule_input) := stores if {
+	stores := _list(_value_or(rule_input, "locations", {}), "trust_stores")
+	count(stores) > 0
+} else := ["system"]
+
+_candidates(scope, certificates) := [certificate |
+	some certificate in certificates
+	_in_scope(scope, certificate.source.type, certificate.source.location)
+]
+
+_relevant_errors(scope, errors) := [error |
+	some error in errors
+	_in_scope(scope, error.source, error.location)
+]
+
+_in_scope(scope, "pem", location) if {
+	scope.source == "pem"
+	some path in scope.paths
+	_covers(path, location)
+}
+
+# The NSS database that the collector read is the one a path-less Linux rule
+# searches, so any nssdb location is in scope.
+_in_scope(scope, "nssdb", _) if scope.source == "nssdb"
+
+_in_scope(scope, source_type, location) if {
+	source_type in {"keychain", "windows"}
+	scope.source == source_type
+	location in scope.trust_stores
+}
+
+# A path covers itself and, when it is a directory, every file below it.
+_covers(path, location) if path == location
+
+_covers(path, location) if startswith(location, concat("", [trim_suffix(path, "/"), "/"]))
+
+_no_certificate_message(scope, 0) := _no_certificate_where(scope)
+
+_no_certificate_message(scope, 1) := concat("", [_no_certificate_where(scope), ", and 1 collection error was reported there"])
+
+_no_certificate_message(scope, error_count) := sprintf(
+	"%s, and %d collection errors were reported there",
+	[_no_certificate_where(scope), error_count],
+) if {
+	error_count > 1
+}
+
+_no_certificate_where(scope) := sprintf(
+	"no certificate was found in the PEM files at or under %s",
+	[_quote_all(scope.paths)],
+) if {
+	scope.source == "pem"
+} else := "no certificate was found in the NSS database" if {
+	scope.source == "nssdb"
+} else := sprintf(
+	"no certificate was found in the macOS keychains %s",
+	[_quote_all(scope.trust_stores)],
+) if {
+	scope.source == "keychain"
+} else := sprintf(
+	"no certificate was found in the Windows certificate stores %s",
+	[_quote_all(scope.trust_stores)],
+)
+
+# Rule shape. These checks repeat the validation done when a rule is stored,
+# so that data edited by hand cannot pass: a malformed rule is an error.
+
+_rule_problems(rule_input) := [reason(
+	"rule",
+	"invalid_rule",
+	"rule has no input object, which must contain certificate_id, operating_system and check_private_key",
+	"object",
+	rule_input,
+)] if {
+	not is_object(rule_input)
+} else := [problem |
+	some field in [
+		"certificate_id",
+		"operating_system",
+		"check_private_key",
+		"cn",
+		"extended_key_usage",
+		"subject_alternative_names",
+		"locations",
+		"paths",
+		"trust_stores",
+		"variables",
+	]
+	problem := _field_problem(rule_input, field)
+]
+
+_invalid(field, message, expected, actual) := reason(
+	"rule",
+	"invalid_rule",
+	sprintf("rule input %s is invalid because %s", [field, message]),
+	expected,
+	actual,
+)
+
+_field_problem(rule_input, "certificate_id") := _invalid(
+	"certificate_id",
+	"it must be the id of a stored signing certificate",
+	"non-empty string",
+	value,
+) if {
+	value := object.get(rule_input, "certificate_id", null)
+	_text(value) == ""
+}
+
+_field_problem(rule_input, "operating_system") := _invalid(
+	"operating_system",
+	"it must be linux, mac or windows",
+	sort(_operating_systems),
+	value,
+) if {
+	value := object.get(rule_input, "operating_system", null)
+	not value in _operating_systems
+}
+
+_field_problem(rule_input, "check_private_key") := _invalid(
+	"check_private_key",
+	"it must be true or false",
+	"boolean",
+	value,
+) if {
+	value := object.get(rule_input, "check_private_key", null)
+	not is_boolean(value)
+}
+
+_field_problem(rule_input, "cn") := _invalid(
+	"cn",
+	"it must be a string",
+	"string",
+	value,
+) if {
+	value := _value_or(rule_input, "cn", "")
+	not is_string(value)
+}
+
+_field_problem(rule_input, "extended_key_usage") := _invalid(
+	"extended_key_usage",
+	"its items must be clientAuth or emailProtection",
+	sort(object.keys(eku_oids)),
+	value,
+) if {
+	value := _value_or(rule_input, "extended_key_usage", [])
+	not _array_of_keys(value, eku_oids)
+}
+
+_field_problem(rule_input, "subject_alternative_names") := _invalid(
+	"subject_alternative_names",
+	"it must be a list of strings",
+	"list of strings",
+	value,
+) if {
+	value := _value_or(rule_input, "subject_alternative_names", [])
+	not _array_of_strings(value)
+}
+
+_field_problem(rule_input, "locations") := _invalid(
+	"locations",
+	"it must be an object with paths and trust_stores",
+	"object",
+	value,
+) if {
+	value := _value_or(rule_input, "locations", {})
+	not is_object(value)
+}
+
+_field_problem(rule_input, "paths") := _invalid(
+	"locations.paths",
+	"it must be a list of absolute paths",
+	"list of absolute paths",
+	value,
+) if {
+	locations := _value_or(rule_input, "locations", {})
+	is_object(locations)
+	value := _value_or(locations, "paths", [])
+	not _array_of_absolute_paths(value)
+}
+
+_field_problem(rule_input, "trust_stores") := _invalid(
+	"locations.trust_stores",
+	"its items must be system or user",
+	sort(_trust_stores),
+	value,
+) if {
+	locations := _value_or(rule_input, "locations", {})
+	is_object(locations)
+	value := _value_or(locations, "trust_stores", [])
+	not _array_of_keys(value, {store: true | some store in _trust_stores})
+}
+
+_field_problem(rule_input, "variables") := _invalid(
+	"cn or subject_alternative_names",
+	"they use a variable other than ${serial_number} and ${hostname}",
+	["${serial_number}", "${hostname}"],
+	unknown,
+) if {
+	is_string(_value_or(rule_input, "cn", ""))
+	_array_of_strings(_value_or(rule_input, "subject_alternative_names", []))
+	unknown := [template |
+		some template in _templates(rule_input)
+		contains(replace(replace(template, "${serial_number}", ""), "${hostname}", ""), "${")
+	]
+	count(unknown) > 0
+}
+
+_array_of_strings(value) if {
+	is_array(value)
+	every item in value {
+		is_string(item)
+	}
+}
+
+_array_of_keys(value, allowed) if {
+	is_array(value)
+	every item in value {
+		is_string(item)
+		object.get(allowed, item, null) != null
+	}
+}
+
+_array_of_absolute_paths(value) if {
+	_array_of_strings(value)
+	every item in value {
+		startswith(item, "/")
+	}
+}
+
+# Small value helpers.
+
+# Returns obj[key], or fallback when the key is absent or null.
+_value_or(obj, key, fallback) := value if {
+	value := object.get(obj, key, null)
+	value != null
+} else := fallback
+
+_list(obj, key) := _value_or(obj, key, [])
+
+_text(value) := value if {
+	is_string(value)
+} else := ""
+
+_text_or(value, fallback) := value if {
+	_text(value) != ""
+} else := fallback
+
+# Quotes a string for a message, and writes other values as JSON.
+_quote(value) := sprintf("\"%s\"", [value]) if {
+	is_string(value)
+} else := json.marshal(value)
+
+_quote_all(values) := concat(", ", [_quote(value) | some value in values])
+
+# Formats nanoseconds since the Unix epoch as RFC 3339 UTC in whole seconds.
+# A fraction is dropped because OPA formats it with Go's RFC3339Nano layout,
+# which trims trailing zeros (".1Z"), and gordon-to-regorus 0.13 does not
+# (".100Z"), so messages would differ between the two engines.
+format_time(ns) := time.format(ns - (ns % 1000000000))
