@@ -72,6 +72,12 @@ FormatOption = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global_options(
     home: Annotated[
@@ -79,11 +85,11 @@ def _global_options(
         typer.Option(help="Store directory; default $CERTPOSTURE_HOME, else the user data directory."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
 ) -> None:
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit(0)
     _state.home = home
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -103,6 +109,12 @@ def ca_add(
         bool,
         typer.Option(help="Keep a private key found in the input, in a file of mode 0600 under the home."),
     ] = False,
+    certificate_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id", help="Keep this id (such as Cloudflare's certificate id) instead of a new UUID."
+        ),
+    ] = None,
 ) -> None:
     """Store a signing certificate and print its record as JSON."""
     parsed = parse_signing_certificate(_read_input(file), file)
@@ -112,7 +124,7 @@ def ca_add(
         typer.echo(
             f"note: {file}: the private key in the input was not stored (see --keep-private-key)", err=True
         )
-    record, added = _store().add_signing_certificate(parsed, name, keep_private_key)
+    record, added = _store().add_signing_certificate(parsed, name, keep_private_key, certificate_id)
     if not added:
         typer.echo(f"note: certificate already stored as {record['id']}; nothing added", err=True)
     typer.echo(render_json(record), nl=False)
@@ -294,8 +306,8 @@ def evaluate_command(
     raw = _read_input(facts_file)
     try:
         facts = posture.parse_facts(raw, facts_file)
-    except CertpostureError as error:
-        facts_error = error
+    except CertpostureError as parse_error:
+        facts_error = parse_error
     document, error = posture.evaluate_facts(
         _store(), facts, at=evaluated_at, rule_id=rule, facts_error=facts_error
     )

@@ -65,7 +65,11 @@ def collect_facts(
         locations = locations_for_rules(rules)
     signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
     logger.debug("collecting from paths=%s nssdbs=%s", locations.paths, locations.nssdbs)
-    return collect(locations, signers, hostname=hostname, serial_number=serial_number)
+    try:
+        return collect(locations, signers, hostname=hostname, serial_number=serial_number)
+    except ValueError as error:
+        # The collector rejects empty --hostname and --serial-number overrides.
+        raise InputError(str(error)) from None
 
 
 def parse_facts(raw: bytes, source: str) -> Facts:
@@ -114,7 +118,7 @@ def evaluate_facts(
     if not rules:
         raise InputError("no rules stored; add one with `certposture rules add FILE`")
     evaluated_at = at or datetime.now(UTC)
-    device = {"hostname": None, "serial_number": None}
+    device: dict[str, str | None] = {"hostname": None, "serial_number": None}
     if facts is not None:
         device = {"hostname": facts.device.hostname, "serial_number": facts.device.serial_number}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import sys
 import uuid
@@ -30,6 +31,7 @@ from collector.facts import format_utc
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "certposture.db"
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signing_certificates (
@@ -114,20 +116,36 @@ class Store:
     # Signing certificates
 
     def add_signing_certificate(
-        self, parsed: SigningCertificateInput, name: str | None, keep_private_key: bool
+        self,
+        parsed: SigningCertificateInput,
+        name: str | None,
+        keep_private_key: bool,
+        certificate_id: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Store a checked certificate; return its record and whether it was new.
 
         A certificate already stored (same SHA-256 fingerprint) is not added twice;
-        its existing record is returned.
+        its existing record is returned. ``certificate_id`` keeps an id assigned
+        elsewhere (Cloudflare's, for rules exported from there); default a new UUID.
         """
         certificate = parsed.certificate
         fingerprint = fingerprint_sha256(certificate)
         existing = self._find_by_fingerprint(fingerprint)
         if existing is not None:
+            if certificate_id and existing["id"] != certificate_id:
+                raise InputError(
+                    f"certificate is already stored as {existing['id']}, not {certificate_id!r}; "
+                    "remove it first to store it under another id"
+                )
             return existing, False
-
-        certificate_id = str(uuid.uuid4())
+        if certificate_id is not None:
+            if not _ID.match(certificate_id):
+                raise InputError(
+                    f"--id {certificate_id!r} is not a valid id; use letters, digits, '-' and '_' (at most 64)"
+                )
+            if self.signing_certificate_exists(certificate_id):
+                raise InputError(f"--id {certificate_id!r} is already used by another signing certificate")
+        certificate_id = certificate_id or str(uuid.uuid4())
         record = _certificate_record(certificate, certificate_id, name, fingerprint)
         key_path = None
         if keep_private_key and parsed.private_key_pem is not None:

@@ -16,7 +16,7 @@ from collector.sources.pem import collect_pem
 
 @dataclass(frozen=True)
 class Locations:
-    """Where to look for certificates.
+    """Certificate locations to search.
 
     ``paths`` are PEM or DER files and directories; ``nssdbs`` are NSS
     database directories, given as ``DIR`` or ``sql:DIR``. Empty locations

@@ -2,7 +2,7 @@
 
 The serial number is what rules substitute for ``${serial_number}``, so it
 is never guessed: when no source gives a real value, it is None and an error
-entry says what was tried and how to fix it.
+entry names the files tried and the fix.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _FAMILIES: dict[str, OsFamily] = {"Linux": "linux", "Darwin": "mac", "Windows": 
 # system serial number that `dmidecode -s system-serial-number` prints and that
 # asset inventories record. board_serial and chassis_serial are left out on
 # purpose: they are the serial numbers of other parts, and a certificate issued
-# for the system serial would never match them. The device tree holds the
+# for the system serial would never match them. The device tree contains the
 # serial number on ARM boards without DMI (Raspberry Pi and others).
 SERIAL_NUMBER_FILES = (
     "class/dmi/id/product_serial",
@@ -71,7 +71,7 @@ _PLACEHOLDER_SERIALS = frozenset(
 
 
 def is_placeholder_serial(value: str) -> bool:
-    """Tell whether a firmware serial number is a vendor placeholder rather than a serial number.
+    """Return True when a firmware serial number is a vendor placeholder rather than a serial number.
 
     Besides the known placeholder strings, a value made of one repeated
     character (``00000000``, ``XXXXXXXX``), ignoring spaces, dots and dashes,
@@ -95,7 +95,7 @@ def _read_serial_file(path: str) -> tuple[str | None, str]:
         return None, "permission denied"
     except OSError as exc:
         return None, f"cannot read: {exc.strerror or exc}"
-    # Device-tree strings end with a NUL byte; DMI values end with a newline.
+    # Device-tree strings end with a NUL byte, and DMI values end with a newline.
     value = raw.replace(b"\x00", b"").decode("utf-8", "replace").strip()
     if is_placeholder_serial(value):
         return None, f"placeholder value {value!r}"

@@ -3,14 +3,13 @@
 ``cryptography`` parses a certificate's outer structure on load but decodes
 names, extensions and the public key only when they are first read, so a
 certificate that loaded can still fail later. Each step catches the
-exceptions ``cryptography`` documents for it and raises ``CertificateError``
-naming the step; the caller records it and goes on with other certificates.
+exceptions ``cryptography`` raises for it and raises ``CertificateError``
+naming the step, so the caller can record it and go on with other
+certificates.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ _PEM_BEGIN = re.compile(rb"-----BEGIN ([^\r\n-]*)-----")
 
 
 class CertificateError(Exception):
-    """A certificate that could not be parsed; ``step`` names the stage that failed."""
+    """Failure to parse a certificate, with ``step`` naming the stage that failed."""
 
     def __init__(self, step: Step, message: str) -> None:
         super().__init__(message)
@@ -94,7 +93,7 @@ def looks_like_pem(data: bytes) -> bool:
 
 
 def load_certificate(data: bytes, encoding: Literal["pem", "der"] = "der") -> x509.Certificate:
-    """Load one certificate; raises ``CertificateError`` with step ``load`` on invalid data."""
+    """Load one certificate, raising ``CertificateError`` with step ``load`` on invalid data."""
     try:
         if encoding == "pem":
             return x509.load_pem_x509_certificate(data)
@@ -135,16 +134,6 @@ def load_certificates(data: bytes) -> tuple[list[x509.Certificate], list[Certifi
     return certificates, errors
 
 
-def decode_pem_body(text: bytes) -> bytes:
-    """Decode the base64 body of one PEM block, skipping RFC 1421 headers such as ``Proc-Type``."""
-    lines = text.splitlines()[1:-1]
-    body = b"".join(line.strip() for line in lines if b":" not in line)
-    try:
-        return base64.b64decode(body, validate=True)
-    except binascii.Error as exc:
-        raise ValueError(f"invalid base64 in PEM body: {exc}") from exc
-
-
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """Return the SHA-256 of the DER certificate as lowercase hex without colons."""
     return cert.fingerprint(hashes.SHA256()).hex()
@@ -161,8 +150,8 @@ def format_serial_number(serial: int) -> str:
 def public_key_der(cert: x509.Certificate) -> bytes | None:
     """Return the certificate's SubjectPublicKeyInfo re-encoded by ``cryptography``, for comparing with keys.
 
-    Returns None when ``cryptography`` does not support the key algorithm;
-    raises ``CertificateError`` with step ``public_key`` when the key is invalid.
+    Returns None when ``cryptography`` does not support the key algorithm.
+    Raises ``CertificateError`` with step ``public_key`` when the key is invalid.
     """
     try:
         key = cert.public_key()
@@ -212,7 +201,7 @@ def _is_ca(extensions: x509.Extensions) -> bool:
 
 
 def public_key_facts(cert: x509.Certificate) -> PublicKey:
-    """Describe the certificate's public key; an algorithm ``cryptography`` does not support is ``unknown``."""
+    """Describe the certificate's public key, as ``unknown`` when ``cryptography`` does not support it."""
     try:
         key = cert.public_key()
     except UnsupportedAlgorithm as exc:
@@ -240,22 +229,22 @@ def certificate_facts(
     private_key: PrivateKey,
     signers: Sequence[Signer],
 ) -> Certificate:
-    """Build the facts of one certificate; raises ``CertificateError`` naming the step that failed."""
+    """Build the facts of one certificate, raising ``CertificateError`` that names the step that failed."""
     fingerprint = fingerprint_sha256(cert)
-    label = f"certificate {fingerprint}"
+    prefix = f"certificate {fingerprint}"
 
     try:
         serial_number = format_serial_number(cert.serial_number)
         not_before = cert.not_valid_before_utc
         not_after = cert.not_valid_after_utc
     except ValueError as exc:
-        raise CertificateError("load", f"{label}: invalid serial number or validity: {exc}") from exc
+        raise CertificateError("load", f"{prefix}: invalid serial number or validity: {exc}") from exc
 
     try:
         subject = Name(dn=cert.subject.rfc4514_string(), common_names=_common_names(cert.subject))
         issuer = IssuerName(dn=cert.issuer.rfc4514_string())
     except ValueError as exc:
-        raise CertificateError("names", f"{label}: invalid subject or issuer name: {exc}") from exc
+        raise CertificateError("names", f"{prefix}: invalid subject or issuer name: {exc}") from exc
 
     try:
         extensions = cert.extensions
@@ -263,12 +252,12 @@ def certificate_facts(
         extended_key_usage = _extended_key_usage(extensions)
         is_ca = _is_ca(extensions)
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
-        raise CertificateError("extensions", f"{label}: invalid extensions: {exc}") from exc
+        raise CertificateError("extensions", f"{prefix}: invalid extensions: {exc}") from exc
 
     try:
         public_key = public_key_facts(cert)
     except CertificateError as exc:
-        raise CertificateError("public_key", f"{label}: {exc.message}") from exc
+        raise CertificateError("public_key", f"{prefix}: {exc.message}") from exc
 
     return Certificate(
         source=source,

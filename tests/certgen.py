@@ -224,7 +224,12 @@ def make_leaf(
     UPN otherName, as Windows user certificates often have.
     """
     key = generate_key(key_type)
-    common_names = [] if cn is None else [cn] if isinstance(cn, str) else list(cn)
+    if cn is None:
+        common_names: list[str] = []
+    elif isinstance(cn, str):
+        common_names = [cn]
+    else:
+        common_names = list(cn)
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, value) for value in common_names]
     subject = x509.Name([*extra_subject, *attributes])
     start = not_before or _now() - dt.timedelta(hours=1)
@@ -307,8 +312,8 @@ class NssDb:
 def create_nssdb(directory: Path, *, password: str | None = None, legacy: bool = False) -> NssDb:
     """Create an NSS database with ``certutil -N``, empty-password unless ``password`` is given.
 
-    ``legacy`` creates the old DBM format (cert8.db, key3.db); NSS builds
-    without DBM support reject that with a RuntimeError.
+    ``legacy`` creates the old DBM format (cert8.db, key3.db). NSS builds
+    without DBM support fail there, and this raises RuntimeError.
     """
     directory.mkdir(parents=True, exist_ok=True)
     db = NssDb(directory, password, legacy)

@@ -27,10 +27,12 @@ def ca() -> CertKey:
 
 def test_add_pem_prints_record(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CertKey) -> None:
     ca.write_cert(tmp_path / "ca.pem")
-    code, out, _ = run(capsys, tmp_path / "home", "ca", "add", "--name", "Device CA", str(tmp_path / "ca.pem"))
+    code, out, _ = run(
+        capsys, tmp_path / "home", "ca", "add", "--name", "Device CA", str(tmp_path / "ca.pem")
+    )
     assert code == 0
     record = json.loads(out)
-    assert list(record)[0] == "id"
+    assert next(iter(record)) == "id"
     assert record["name"] == "Device CA"
     assert record["subject"] == "CN=Example Device CA"
     assert record["issuer"] == "CN=Example Device CA"
@@ -80,7 +82,9 @@ def test_add_twice_keeps_one(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert len(json.loads(listed)) == 1
 
 
-def test_bundle_key_dropped_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CertKey) -> None:
+def test_bundle_key_dropped_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CertKey
+) -> None:
     (tmp_path / "bundle.pem").write_bytes(ca.cert_pem() + ca.key_pem())
     code, out, err = run(capsys, tmp_path / "home", "ca", "add", str(tmp_path / "bundle.pem"))
     assert code == 0
@@ -90,9 +94,13 @@ def test_bundle_key_dropped_by_default(tmp_path: Path, capsys: pytest.CaptureFix
     assert "PRIVATE KEY" not in out + err
 
 
-def test_bundle_key_kept_with_mode_0600(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CertKey) -> None:
+def test_bundle_key_kept_with_mode_0600(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CertKey
+) -> None:
     (tmp_path / "bundle.pem").write_bytes(ca.cert_pem() + ca.key_pem("traditional"))
-    code, out, err = run(capsys, tmp_path / "home", "ca", "add", "--keep-private-key", str(tmp_path / "bundle.pem"))
+    code, out, err = run(
+        capsys, tmp_path / "home", "ca", "add", "--keep-private-key", str(tmp_path / "bundle.pem")
+    )
     assert code == 0
     record = json.loads(out)
     assert record["private_key_stored"] is True
@@ -110,7 +118,9 @@ def test_bundle_with_foreign_key_rejected(
 ) -> None:
     other = make_ca("Other CA")
     (tmp_path / "bundle.pem").write_bytes(ca.cert_pem() + other.key_pem())
-    code, out, err = run(capsys, tmp_path / "home", "ca", "add", "--keep-private-key", str(tmp_path / "bundle.pem"))
+    code, out, err = run(
+        capsys, tmp_path / "home", "ca", "add", "--keep-private-key", str(tmp_path / "bundle.pem")
+    )
     assert code == 2
     assert "does not belong" in err
     assert out == ""
@@ -154,7 +164,9 @@ def test_add_rejects_non_certificates(
     assert "Traceback" not in err
 
 
-def test_add_rejects_leaf_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CertKey) -> None:
+def test_add_rejects_leaf_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CertKey
+) -> None:
     leaf = make_leaf(ca, "device-1")
     leaf.write_cert(tmp_path / "leaf.pem")
     code, _, err = run(capsys, tmp_path / "home", "ca", "add", str(tmp_path / "leaf.pem"))
@@ -222,7 +234,9 @@ def test_remove_rejected_while_rule_uses_it(
 
 def test_remove_deletes_kept_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca: CertKey) -> None:
     (tmp_path / "bundle.pem").write_bytes(ca.cert_pem() + ca.key_pem())
-    _, out, _ = run(capsys, tmp_path / "home", "ca", "add", "--keep-private-key", str(tmp_path / "bundle.pem"))
+    _, out, _ = run(
+        capsys, tmp_path / "home", "ca", "add", "--keep-private-key", str(tmp_path / "bundle.pem")
+    )
     ca_id = json.loads(out)["id"]
     assert run(capsys, tmp_path / "home", "ca", "remove", ca_id)[0] == 0
     assert not (tmp_path / "home" / "private" / f"{ca_id}.pem").exists()

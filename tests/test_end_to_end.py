@@ -283,7 +283,9 @@ def test_cn_case_insensitive_substitution(cli: Cli, ca: CertKey) -> None:
     ca_id = cli.add_ca(ca)
     leaf = make_leaf(ca, "pf2abc12_MyCompany_PF2ABC12", key_type="rsa")
     cert_path, key_path = pem_pair(cli, leaf)
-    cli.add_rule(ca_id, cn="${hostname}_mycompany_${serial_number}", locations={"paths": [cert_path, key_path]})
+    cli.add_rule(
+        ca_id, cn="${hostname}_mycompany_${serial_number}", locations={"paths": [cert_path, key_path]}
+    )
 
     code, _, results = cli.check("--path", cert_path, "--path", key_path)
     assert code == 0
@@ -332,7 +334,9 @@ def test_serial_with_variable_not_expanded_again(cli: Cli, ca: CertKey) -> None:
 
 def test_san_any_match_passes(cli: Cli, ca: CertKey) -> None:
     ca_id = cli.add_ca(ca)
-    leaf = make_leaf(ca, "device", sans=["laptop@corp.example", "10.1.2.3", "PF2ABC12.Corp.Example"], key_type="rsa")
+    leaf = make_leaf(
+        ca, "device", sans=["laptop@corp.example", "10.1.2.3", "PF2ABC12.Corp.Example"], key_type="rsa"
+    )
     cert_path, key_path = pem_pair(cli, leaf)
     cli.add_rule(
         ca_id,
@@ -340,7 +344,7 @@ def test_san_any_match_passes(cli: Cli, ca: CertKey) -> None:
         locations={"paths": [cert_path, key_path]},
     )
 
-    code, _, results = cli.check("--path", cert_path, "--path", key_path)
+    code, _, _results = cli.check("--path", cert_path, "--path", key_path)
     assert code == 0
 
 
@@ -348,7 +352,11 @@ def test_san_no_match_fails(cli: Cli, ca: CertKey) -> None:
     ca_id = cli.add_ca(ca)
     leaf = make_leaf(ca, "device", sans=["other.corp.example"], key_type="rsa")
     cert_path, key_path = pem_pair(cli, leaf)
-    cli.add_rule(ca_id, subject_alternative_names=["${hostname}.corp.example"], locations={"paths": [cert_path, key_path]})
+    cli.add_rule(
+        ca_id,
+        subject_alternative_names=["${hostname}.corp.example"],
+        locations={"paths": [cert_path, key_path]},
+    )
 
     code, _, results = cli.check("--path", cert_path, "--path", key_path)
     assert code == 1
@@ -382,7 +390,9 @@ def test_eku_both_required(cli: Cli, ca: CertKey, usages: list[str] | None, code
     leaf = make_leaf(ca, "device", eku=usages, key_type="rsa")
     cert_path, key_path = pem_pair(cli, leaf)
     cli.add_rule(
-        ca_id, extended_key_usage=["clientAuth", "emailProtection"], locations={"paths": [cert_path, key_path]}
+        ca_id,
+        extended_key_usage=["clientAuth", "emailProtection"],
+        locations={"paths": [cert_path, key_path]},
     )
 
     exit_code, _, results = cli.check("--path", cert_path, "--path", key_path)

@@ -46,13 +46,17 @@ def linux_rule(ca_id: str, **input_fields: Any) -> dict[str, Any]:
     }
 
 
-def add(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], document: Any) -> tuple[int, str, str]:
+def add(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], document: Any
+) -> tuple[int, str, str]:
     path = tmp_path / "rules.json"
     path.write_text(json.dumps(document))
     return run(capsys, home, "rules", "add", str(path))
 
 
-def test_add_assigns_ids_in_order(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str) -> None:
+def test_add_assigns_ids_in_order(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str
+) -> None:
     first = linux_rule(ca_id, cn="${serial_number}_corp")
     second = {**linux_rule(ca_id), "name": "Second"}
     code, out, _ = add(tmp_path, home, capsys, [first, second])
@@ -63,10 +67,12 @@ def test_add_assigns_ids_in_order(tmp_path: Path, home: Path, capsys: pytest.Cap
     stored = json.loads(listed)
     assert [rule["id"] for rule in stored] == ids
     assert stored[0]["input"]["cn"] == "${serial_number}_corp"
-    assert list(stored[0])[0] == "id"
+    assert next(iter(stored[0])) == "id"
 
 
-def test_add_keeps_given_id(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str) -> None:
+def test_add_keeps_given_id(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str
+) -> None:
     rule = {**linux_rule(ca_id), "id": "f5b2a0c4-exported"}
     code, out, _ = add(tmp_path, home, capsys, rule)
     assert code == 0
@@ -76,7 +82,9 @@ def test_add_keeps_given_id(tmp_path: Path, home: Path, capsys: pytest.CaptureFi
     assert "already stored" in err
 
 
-def test_add_cloudflare_envelope(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str) -> None:
+def test_add_cloudflare_envelope(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str
+) -> None:
     envelope = {"success": True, "errors": [], "messages": [], "result": linux_rule(ca_id)}
     code, out, _ = add(tmp_path, home, capsys, envelope)
     assert code == 0
@@ -119,7 +127,10 @@ def test_add_cloudflare_envelope(tmp_path: Path, home: Path, capsys: pytest.Capt
             "unknown variable ${mac_address}",
         ),
         (lambda r: r["input"].update(cn="${serial_number"), "unterminated variable"),
-        (lambda r: r["input"].update(colour="blue"), "input.colour: unknown field; allowed fields here: certificate_id"),
+        (
+            lambda r: r["input"].update(colour="blue"),
+            "input.colour: unknown field; allowed fields here: certificate_id",
+        ),
         (lambda r: r.update(schedule="soon"), "schedule: 'soon' is not a duration"),
         (lambda r: r.update(match=[{"platform": "windows"}]), "match platform 'windows' differs"),
         (lambda r: r["input"].update(check_private_key="maybe"), "input.check_private_key"),
@@ -143,14 +154,18 @@ def test_add_rejects_invalid_field(
     assert run(capsys, home, "rules", "list")[1].strip() == "[]"
 
 
-def test_add_rejects_unknown_certificate(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_rejects_unknown_certificate(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = add(tmp_path, home, capsys, linux_rule("0000-not-stored"))
     assert code == 2
     assert "signing certificate '0000-not-stored' is not stored" in err
     assert "certposture ca add" in err
 
 
-def test_add_is_all_or_nothing(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str) -> None:
+def test_add_is_all_or_nothing(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str
+) -> None:
     bad = linux_rule(ca_id)
     bad["input"]["operating_system"] = "beos"
     code, _, err = add(tmp_path, home, capsys, [linux_rule(ca_id), bad])
@@ -159,7 +174,9 @@ def test_add_is_all_or_nothing(tmp_path: Path, home: Path, capsys: pytest.Captur
     assert run(capsys, home, "rules", "list")[1].strip() == "[]"
 
 
-def test_add_reports_every_problem(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str) -> None:
+def test_add_reports_every_problem(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str
+) -> None:
     rule = linux_rule(ca_id)
     rule["input"]["operating_system"] = "beos"
     rule["input"]["cn"] = "${nope}"
@@ -180,7 +197,9 @@ def test_add_invalid_json(tmp_path: Path, home: Path, capsys: pytest.CaptureFixt
     assert "invalid JSON" in err
 
 
-def test_validate_does_not_store(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str) -> None:
+def test_validate_does_not_store(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str
+) -> None:
     (tmp_path / "rule.json").write_text(json.dumps(linux_rule(ca_id)))
     code, _, err = run(capsys, home, "rules", "validate", str(tmp_path / "rule.json"))
     assert code == 0
@@ -212,3 +231,27 @@ def test_list_unknown_format(home: Path, capsys: pytest.CaptureFixture[str]) -> 
     code, _, err = run(capsys, home, "rules", "list", "--format", "yaml")
     assert code == 2
     assert "json, table" in err
+
+
+def test_cloudflare_export_loads_unchanged(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported = Path(__file__).resolve().parent.parent / "fixtures" / "rules" / "cloudflare-get-response.json"
+    certificate_id = json.loads(exported.read_text())["result"]["input"]["certificate_id"]
+    make_ca("Device CA").write_cert(tmp_path / "ca.pem")
+    code, out, err = run(capsys, home, "ca", "add", "--id", certificate_id, str(tmp_path / "ca.pem"))
+    assert code == 0, err
+    assert json.loads(out)["id"] == certificate_id
+
+    code, out, err = run(capsys, home, "rules", "add", str(exported))
+    assert code == 0, err
+    assert out.strip() == "6bb4d1f2-3c4e-4a0e-9d1c-0f6f2b1e7a55"
+    _, shown, _ = run(capsys, home, "rules", "show", out.strip())
+    assert json.loads(shown)["input"]["cn"] == "${serial_number}_mycompany"
+
+
+def test_ca_add_rejects_bad_id(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_ca("Device CA").write_cert(tmp_path / "ca.pem")
+    code, _, err = run(capsys, home, "ca", "add", "--id", "has space", str(tmp_path / "ca.pem"))
+    assert code == 2
+    assert "is not a valid id" in err

@@ -11,7 +11,7 @@ type in lowercase hex. Facts checked against databases written by NSS 3.87
 - A zero-length value is stored as the 3-byte marker ``a5 00 5a``.
 - CKA_VALUE of a certificate object is its DER encoding.
 - CKA_ID of a private key is stored in clear even when the key database has
-  a password; only sensitive attributes (the private key values) are
+  a password. Only sensitive attributes, the private key values, are
   encrypted. ``pk12util`` and ``certutil`` give a certificate and its
   private key the same CKA_ID.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import sqlite3
 import urllib.parse
 from collections.abc import Sequence
@@ -82,9 +83,11 @@ def database_directory(spec: str) -> str:
     Raises ValueError for another NSS prefix such as ``dbm:``.
     """
     prefix, separator, rest = spec.partition(":")
-    if separator and prefix in {"dbm", "extern", "rdb", "multiaccess"}:
+    if separator and prefix == "dbm":
+        raise ValueError(_legacy_message(os.path.abspath(rest)))
+    if separator and prefix in {"extern", "rdb", "multiaccess"}:
         raise ValueError(
-            f"NSS database {spec!r} uses the {prefix}: format; only sql: databases (cert9.db) are supported"
+            f"NSS database {spec!r} uses the {prefix}: format, but only sql: databases (cert9.db) are supported"
         )
     directory = rest if separator and prefix == "sql" else spec
     return os.path.abspath(directory)
@@ -92,7 +95,7 @@ def database_directory(spec: str) -> str:
 
 def _connect_read_only(path: str) -> sqlite3.Connection:
     # mode=ro never writes or creates the file, but it still takes SQLite's shared
-    # lock, so a read never sees a half-written NSS transaction. immutable=1 would
+    # lock, so a read never returns a half-written NSS transaction. immutable=1 would
     # skip that lock and is therefore not used.
     uri = f"file:{urllib.parse.quote(path)}?mode=ro"
     return sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT)
@@ -110,14 +113,17 @@ def collect_nssdb(directory: str, signers: Sequence[Signer]) -> SourceResult:
     rows = _read_certificate_rows(location, result.errors)
     if rows is None:
         return result
-    key_ids = _read_private_key_ids(location, result.errors)
+    key_lookup = _read_private_key_ids(location, result.errors)
 
     for row in rows:
         where = f"certificate {row.label or '(no nickname)'} (row {row.row_id}) in {location}/{CERT_DB}"
         if row.value is None:
             result.errors.append(_error(location, "load", f"{where} has no DER value"))
             continue
-        private_key = key_ids if isinstance(key_ids, PrivateKey) else _private_key(row, location, key_ids)
+        if isinstance(key_lookup, PrivateKey):
+            private_key = key_lookup
+        else:
+            private_key = _private_key(row, location, key_lookup)
         source = CertificateSource(type="nssdb", location=location, label=row.label)
         try:
             cert = load_certificate(row.value, "der")
@@ -171,20 +177,26 @@ def _read_certificate_rows(location: str, errors: list[CollectionError]) -> list
 
 
 def _legacy_message(location: str) -> str:
+    # The command was checked with NSS 3.87 certutil: opening the directory as sql:
+    # read-write converts it, and the merge then adds no duplicates.
+    quoted = shlex.quote(location)
     return (
         f"NSS database {location} is in the legacy DBM format (cert8.db, key3.db), which is not "
         f"supported. Upgrade it in place to the SQL format (cert9.db, key4.db) with "
-        f"`certutil --merge -d sql:{location} --source-dir dbm:{location}`, adding "
+        f"`certutil --merge -d sql:{quoted} --source-dir dbm:{quoted}`, adding "
         "`-f PASSWORD_FILE -@ PASSWORD_FILE` if the key database has a password."
     )
 
 
 def _read_private_key_ids(location: str, errors: list[CollectionError]) -> set[bytes] | PrivateKey:
-    """Return the CKA_IDs of the private keys, or the private-key facts for every certificate when
-    key4.db is missing or unreadable."""
+    """Return the CKA_IDs of the private keys in key4.db.
+
+    When key4.db is missing or unreadable, returns instead the private-key
+    facts that every certificate of the database gets.
+    """
     key_db = os.path.join(location, KEY_DB)
     if not os.path.exists(key_db):
-        return PrivateKey(present=False, status="missing", reason=f"the key database {key_db} does not exist")
+        return PrivateKey(present=False, status="missing", reason=f"the key database {key_db} was not found")
 
     query = f"SELECT {COLUMN_ID} FROM nssPrivate WHERE {COLUMN_CLASS} = ?"
     try:

@@ -12,7 +12,7 @@ paths has the same SubjectPublicKeyInfo as the certificate. Keys are loaded
 only to derive their public key, and no key bytes or key objects reach the
 facts, the errors or the log.
 
-A file named explicitly that holds no certificate or key is an error. A
+A file named explicitly that contains no certificate or key is an error. A
 file found by scanning a directory is skipped silently in that case,
 because directories also hold README files, configuration and requests, but
 a broken certificate or key block in it is still an error.
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from collector.facts import CertificateSource, CollectionError, PrivateKey
 from collector.signers import Signer
@@ -48,8 +49,8 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "pem"
 
-# Certificate and key files are a few KiB; a chain with many certificates stays
-# well below this. Larger files are skipped so that a mistyped path (a log, a
+# Certificate and key files are a few KiB, and a chain with many certificates
+# stays well below this. Larger files are skipped so that a mistyped path (a log, a
 # disk image) is not read into memory.
 MAX_FILE_SIZE = 1024 * 1024
 
@@ -66,7 +67,7 @@ _PROC_TYPE_ENCRYPTED = re.compile(rb"^Proc-Type:\s*4\s*,\s*ENCRYPTED\s*$", re.MU
 
 @dataclass
 class _FileContents:
-    """What one file holds: certificates, the public keys of its private keys, encrypted keys."""
+    """Contents of one file: certificates, public keys of its private keys, count of encrypted keys."""
 
     path: str
     certificates: list[x509.Certificate] = field(default_factory=list)
@@ -105,9 +106,9 @@ def collect_pem(paths: Sequence[str], signers: Sequence[Signer]) -> SourceResult
     pairing = _KeyIndex(contents)
     for file_contents in contents:
         for cert in file_contents.certificates:
+            private_key = pairing.private_key_for(cert, file_contents)
+            source = CertificateSource(type="pem", location=file_contents.path)
             try:
-                private_key = pairing.private_key_for(cert, file_contents)
-                source = CertificateSource(type="pem", location=file_contents.path)
                 result.certificates.append(certificate_facts(cert, source, private_key, signers))
             except CertificateError as exc:
                 result.errors.append(exc.to_collection_error(SOURCE, file_contents.path))
@@ -153,7 +154,7 @@ def _scan_directory(top: str, errors: list[CollectionError]) -> Iterator[str]:
                     _error(
                         top,
                         "open",
-                        f"directory {top} holds more than {MAX_DIRECTORY_FILES} files; only the first "
+                        f"directory {top} contains more than {MAX_DIRECTORY_FILES} files; only the first "
                         f"{MAX_DIRECTORY_FILES} in sorted order were read. Give the certificate's "
                         "directory or file instead.",
                     )
@@ -169,12 +170,9 @@ def _read_file(path: str, errors: list[CollectionError]) -> bytes | None:
     except OSError as exc:
         errors.append(_error(path, "open", f"cannot open {path}: {exc.strerror or exc}"))
         return None
-    if False:
+    if not stat.S_ISREG(info.st_mode):
         # Opening a FIFO or device could block or never end.
         errors.append(_error(path, "open", f"{path} is not a regular file"))
-        return None
-    if info.st_size > MAX_FILE_SIZE:
-        errors.append(_error(path, "read", _too_large_message(path, info.st_size)))
         return None
     try:
         with open(path, "rb") as handle:
@@ -183,16 +181,13 @@ def _read_file(path: str, errors: list[CollectionError]) -> bytes | None:
         errors.append(_error(path, "read", f"cannot read {path}: {exc.strerror or exc}"))
         return None
     if len(data) > MAX_FILE_SIZE:
-        errors.append(_error(path, "read", _too_large_message(path, len(data))))
+        message = (
+            f"{path} is larger than the {MAX_FILE_SIZE} byte limit for certificate and key files; "
+            "it was not parsed"
+        )
+        errors.append(_error(path, "read", message))
         return None
     return data
-
-
-def _too_large_message(path: str, size: int) -> str:
-    return (
-        f"{path} is {size} bytes, larger than the {MAX_FILE_SIZE} byte limit for certificate "
-        "and key files; it was not read"
-    )
 
 
 def _parse_file(
@@ -205,7 +200,7 @@ def _parse_file(
             found = ", ".join(labels) if labels else "none"
             errors.append(
                 _error(
-                    path, "load", f"{path} holds no certificate or private key (PEM blocks found: {found})"
+                    path, "load", f"{path} contains no certificate or private key (PEM blocks found: {found})"
                 )
             )
     else:
@@ -270,11 +265,7 @@ def _add_pem_key(contents: _FileContents, text: bytes, where: str, errors: list[
         message = f"{where} is not a valid or supported private key ({type(exc).__name__})"
         errors.append(_error(contents.path, "key", message))
         return False
-    contents.key_public_keys.append(
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    contents.key_public_keys.append(_public_key_der(key))
     return True
 
 
@@ -291,10 +282,13 @@ def _parse_der(contents: _FileContents, data: bytes) -> None:
         return
     except (ValueError, UnsupportedAlgorithm):
         return
-    contents.key_public_keys.append(
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+    contents.key_public_keys.append(_public_key_der(key))
+
+
+def _public_key_der(key: PrivateKeyTypes) -> bytes:
+    """Return the SubjectPublicKeyInfo of a private key, the only part of it that is kept."""
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
@@ -312,11 +306,16 @@ class _KeyIndex:
         self._key_count = sum(len(file_contents.key_public_keys) for file_contents in contents)
 
     def private_key_for(self, cert: x509.Certificate, contents: _FileContents) -> PrivateKey:
-        """Find the certificate's key, preferring one in the certificate's own file.
-
-        Raises ``CertificateError`` when the certificate's public key is invalid.
-        """
-        public_key = public_key_der(cert)
+        """Find the certificate's key, preferring one in the certificate's own file."""
+        try:
+            public_key = public_key_der(cert)
+        except CertificateError:
+            # certificate_facts reports the invalid key at its public_key step, with the fingerprint.
+            return PrivateKey(
+                present=False,
+                status="unverified",
+                reason="the certificate's public key is invalid, so no private key could be compared with it",
+            )
         if public_key is None:
             return PrivateKey(
                 present=False,

@@ -89,7 +89,7 @@ def test_nssdb_password_protected(tmp_path: Path, ca: CertKey, device: CertKey) 
 
 
 def test_nssdb_key_of_other_cert(tmp_path: Path, ca: CertKey, device: CertKey) -> None:
-    # The same subject and issuer, but another key pair: only CKA_ID tells them apart.
+    # Both certificates have the same subject and issuer, so only CKA_ID links a key to the right one.
     other = make_leaf(ca, "device-1", key_type="rsa")
     db = create_nssdb(tmp_path / "nssdb")
     db.import_key_pair(other, "other-device")
@@ -193,7 +193,7 @@ def test_nssdb_not_nss_sqlite(tmp_path: Path) -> None:
 
 
 def test_nssdb_fake_legacy_only(tmp_path: Path) -> None:
-    # Only the file name matters for the check, so an empty cert8.db stands in for a legacy database.
+    # The check looks at the file name only, so an empty cert8.db is enough to represent a legacy database.
     (tmp_path / "cert8.db").write_bytes(b"")
     (tmp_path / "key3.db").write_bytes(b"")
     result = collect_nssdb(str(tmp_path), [])
@@ -228,7 +228,8 @@ def test_nssdb_legacy_fix_works(tmp_path: Path, device: CertKey) -> None:
 def test_nssdb_dbm_prefix_rejected(tmp_path: Path) -> None:
     result = collect_nssdb(f"dbm:{tmp_path}", [])
     assert [error.step for error in result.errors] == ["open"]
-    assert "sql:" in result.errors[0].message
+    assert "legacy DBM format" in result.errors[0].message
+    assert f"certutil --merge -d sql:{tmp_path} --source-dir dbm:{tmp_path}" in result.errors[0].message
 
 
 def test_database_directory_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,3 +250,18 @@ def test_nssdb_two_databases_independent(tmp_path: Path, device: CertKey) -> Non
     second.add_certificate(ca2.cert, "Second CA")
     assert by_label(collect_nssdb(str(first.directory), []), "corp-device").private_key.present is True
     assert by_label(collect_nssdb(str(second.directory), []), "corp-device").private_key.present is False
+
+
+def test_nssdb_empty_value_marker(nssdb: NssDb) -> None:
+    # certutil stores the empty CKA_LABEL of a public-key object as a5 00 5a, not as an empty blob.
+    cert9 = nssdb.directory / "cert9.db"
+    with contextlib.closing(sqlite3.connect(cert9)) as connection:
+        labels = connection.execute(
+            "SELECT a3 FROM nssPublic WHERE a0 = ?", (b"\x00\x00\x00\x02",)
+        ).fetchall()
+        assert labels == [(b"\xa5\x00\x5a",)]
+        connection.execute("UPDATE nssPublic SET a3 = ? WHERE a3 = ?", (b"\xa5\x00\x5a", b"corp-device"))
+        connection.commit()
+    result = collect_nssdb(str(nssdb.directory), [])
+    assert sorted(str(cert.source.label) for cert in result.certificates) == ["Example Device CA", "None"]
+    assert result.errors == []

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -130,6 +134,14 @@ def test_pem_key_formats(
     assert cert.private_key.location == str(key_path)
     assert cert.public_key.algorithm == key_type
     assert result.errors == []
+
+
+def test_pem_key_in_own_file_preferred(tmp_path: Path, ca: CertKey) -> None:
+    leaf = make_leaf(ca, "device-1")
+    copy = leaf.write_key(tmp_path / "a-copy.key")
+    own = write_pem(tmp_path / "b-client.pem", leaf.cert_pem(), leaf.key_pem())
+    cert = only(collect_pem([str(copy), str(own)], []), leaf)
+    assert cert.private_key.location == str(own)
 
 
 def test_pem_key_of_other_certificate(tmp_path: Path, ca: CertKey) -> None:
@@ -347,7 +359,10 @@ def test_pem_location_absolute_normalized(
 
 
 @pytest.mark.parametrize("key_type", ["rsa", "ec", "ed25519"])
-def test_pem_facts_hold_no_key_material(tmp_path: Path, ca: CertKey, key_type: KeyType) -> None:
+def test_pem_facts_hold_no_key_material(
+    tmp_path: Path, ca: CertKey, key_type: KeyType, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     leaf = make_leaf(ca, "device-1", key_type=key_type)
     key_pem = leaf.key_pem()
     path = write_pem(tmp_path / "client.pem", leaf.cert_pem(), key_pem)
@@ -357,6 +372,7 @@ def test_pem_facts_hold_no_key_material(tmp_path: Path, ca: CertKey, key_type: K
     assert len(result.errors) == 1
     dump = repr(result) + "".join(cert.model_dump_json() for cert in result.certificates)
     dump += "".join(error.model_dump_json() for error in result.errors)
+    dump += caplog.text
     key_der = leaf.key_der()
     # Short base64 lines could occur in the facts by chance; 16 characters cannot.
     body_lines = [line for line in key_pem.decode().splitlines() if not line.startswith("-----")]
@@ -365,3 +381,23 @@ def test_pem_facts_hold_no_key_material(tmp_path: Path, ca: CertKey, key_type: K
             assert line not in dump
     assert base64.b64encode(key_der).decode() not in dump
     assert key_der.hex() not in dump
+
+
+def test_pem_trusted_certificate_rejected_with_fix(tmp_path: Path, ca: CertKey) -> None:
+    leaf = make_leaf(ca, "device-1")
+    plain = leaf.write_cert(tmp_path / "plain.crt")
+    trusted = tmp_path / "trusted.pem"
+    subprocess.run(
+        ["openssl", "x509", "-in", str(plain), "-trustout", "-addtrust", "clientAuth", "-out", str(trusted)],
+        check=True,
+        capture_output=True,
+    )
+    assert b"BEGIN TRUSTED CERTIFICATE" in trusted.read_bytes()
+    result = collect_pem([str(trusted)], [])
+    assert result.certificates == []
+    assert [(error.step, error.location) for error in result.errors] == [("load", str(trusted))]
+
+    fix = re.search(r"`(openssl [^`]+)`", result.errors[0].message)
+    assert fix is not None, result.errors[0].message
+    subprocess.run(shlex.split(fix.group(1)), cwd=tmp_path, check=True, capture_output=True)
+    only(collect_pem([str(tmp_path / "client.pem")], []), leaf)
