@@ -46,7 +46,9 @@ def _result_details(result: dict[str, Any]) -> list[str]:
     for fingerprint in result.get("matched_certificates", []):
         details.append(f"matched {subjects.get(fingerprint) or fingerprint} ({fingerprint[:16]}…)")
     for reason in result.get("reasons", []):
-        details.append(f"{reason['code']}: {reason['message']}")
+        # Each candidate's own reasons follow, which say more than this rule-level summary.
+        if reason["code"] != "no_matching_certificate":
+            details.append(f"{reason['code']}: {reason['message']}")
     if result["status"] != "passed":
         for candidate in result.get("candidates", []):
             location = candidate.get("source", {}).get("location", "")
