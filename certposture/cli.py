@@ -8,16 +8,14 @@ Results go to stdout and diagnostics to stderr, so ``collect | evaluate`` stays 
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from certposture import __version__, posture
-from certposture.errors import CertpostureError, InputError
+from certposture.errors import CertpostureError, FactsError, InputError
+from certposture.files import MAX_FACTS_INPUT, MAX_SMALL_INPUT, emit, read_input, write_atomically
 from certposture.report import FORMATS, render_json, render_records_table, render_results_table
 from certposture.rules import parse_rules_document, validate_rules
 from certposture.signing import parse_signing_certificate
@@ -47,18 +45,9 @@ _state = _State()
 
 
 def _store() -> Store:
+    if _state.home == "":
+        raise InputError("--home is empty; give the store directory, or leave the option out")
     return Store(resolve_home(_state.home))
-
-
-def _read_input(source: str) -> bytes:
-    if source == "-":
-        if sys.stdin.isatty():
-            raise InputError("reading from standard input, but it is a terminal; pipe data in or give a FILE")
-        return sys.stdin.buffer.read()
-    try:
-        return Path(source).read_bytes()
-    except OSError as error:
-        raise InputError(f"cannot read {source}: {error.strerror}; check the path") from None
 
 
 def _check_format(value: str) -> str:
@@ -117,7 +106,11 @@ def ca_add(
     ] = None,
 ) -> None:
     """Store a signing certificate and print its record as JSON."""
-    parsed = parse_signing_certificate(_read_input(file), file)
+    if name is not None and not name.strip():
+        raise InputError(
+            "--name is empty; give a display name, or leave the option out to use the subject CN"
+        )
+    parsed = parse_signing_certificate(read_input(file, MAX_SMALL_INPUT), file)
     for warning in parsed.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if parsed.private_key_pem is not None and not keep_private_key:
@@ -126,7 +119,9 @@ def ca_add(
         )
     record, added = _store().add_signing_certificate(parsed, name, keep_private_key, certificate_id)
     if not added:
-        typer.echo(f"note: certificate already stored as {record['id']}; nothing added", err=True)
+        typer.echo(
+            f"note: certificate already stored as {record['id']}; certificate not added again", err=True
+        )
     typer.echo(render_json(record), nl=False)
 
 
@@ -158,7 +153,7 @@ def ca_remove(certificate_id: Annotated[str, typer.Argument(metavar="ID")]) -> N
 
 def _validated_rules(file: str) -> list[dict[str, Any]]:
     store = _store()
-    documents = parse_rules_document(_read_input(file), file)
+    documents = parse_rules_document(read_input(file, MAX_SMALL_INPUT), file)
     rules, problems = validate_rules(documents, store.signing_certificate_exists)
     if problems:
         for problem in problems[:-1]:
@@ -245,19 +240,6 @@ def _collect(
     return facts
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-    target = Path(path)
-    try:
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, target)
-    except OSError as error:
-        raise InputError(
-            f"cannot write {path}: {error.strerror}; check the folder exists and is writable"
-        ) from None
-
-
 @app.command("collect")
 def collect_command(
     rule: RuleOption = None,
@@ -272,21 +254,19 @@ def collect_command(
     """Collect client-certificate facts on this device and print them as JSON."""
     facts = _collect(rule, path, nssdb, hostname, serial_number)
     data = dump_facts(facts)
-    if output:
-        _write_atomically(output, data)
+    if output is not None:
+        write_atomically(output, data)
     else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        emit(data)
 
 
-def _report(document: dict[str, Any], error: CertpostureError | None, output_format: str) -> None:
+def _report(document: dict[str, Any], errors: list[CertpostureError], output_format: str) -> None:
     if output_format == "table":
-        typer.echo(render_results_table(document), nl=False)
+        emit(render_results_table(document).encode())
     else:
-        typer.echo(render_json(document), nl=False)
-    if error is not None:
+        emit(render_json(document).encode())
+    for error in dict.fromkeys(str(error) for error in errors):
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(error.exit_code if error.exit_code != 2 else posture.EXIT_ERROR)
     code = posture.exit_code(document["results"])
     if code == posture.EXIT_FAILED and all(r["status"] == "not_applicable" for r in document["results"]):
         typer.echo("note: no rule applies to this device, so none passed", err=True)
@@ -301,17 +281,21 @@ def evaluate_command(
     output_format: FormatOption = "json",
 ) -> None:
     """Evaluate facts against the stored rules and print the results."""
-    evaluated_at = posture.parse_time(at) if at else None
-    facts, facts_error = None, None
-    raw = _read_input(facts_file)
+    evaluated_at = posture.parse_time(at) if at is not None else None
+    facts = None
+    facts_error: CertpostureError | None = None
     try:
+        # Unreadable facts fail closed like invalid ones: every rule is reported as an error.
+        raw = read_input(facts_file, MAX_FACTS_INPUT)
         facts = posture.parse_facts(raw, facts_file)
+    except InputError as read_error:
+        facts_error = FactsError(str(read_error))
     except CertpostureError as parse_error:
         facts_error = parse_error
-    document, error = posture.evaluate_facts(
+    document, errors = posture.evaluate_facts(
         _store(), facts, at=evaluated_at, rule_id=rule, facts_error=facts_error
     )
-    _report(document, error, output_format)
+    _report(document, errors, output_format)
 
 
 @app.command("check")
@@ -325,10 +309,10 @@ def check_command(
     output_format: FormatOption = "json",
 ) -> None:
     """Collect facts on this device and evaluate them in one process."""
-    evaluated_at = posture.parse_time(at) if at else None
+    evaluated_at = posture.parse_time(at) if at is not None else None
     facts = _collect(rule, path, nssdb, hostname, serial_number)
-    document, error = posture.evaluate_facts(_store(), facts, at=evaluated_at, rule_id=rule)
-    _report(document, error, output_format)
+    document, errors = posture.evaluate_facts(_store(), facts, at=evaluated_at, rule_id=rule)
+    _report(document, errors, output_format)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,7 +117,42 @@ def _check_results(raw: Any, rules: Sequence[dict[str, Any]]) -> list[dict[str, 
             )
         if status == "passed" and not item.get("matched_certificates"):
             raise PolicyError(f"rule {item['rule_id']}: status passed without a matched certificate")
-    return raw
+    return [_ordered_result(item) for item in raw]
+
+
+# Rego objects come back with sorted keys; people read results in this order.
+_RESULT_KEYS = (
+    "rule_id",
+    "rule_name",
+    "type",
+    "status",
+    "passed",
+    "matched_certificates",
+    "candidates",
+    "reasons",
+    "errors",
+)
+_CANDIDATE_KEYS = ("fingerprint_sha256", "subject", "source", "passed", "reasons")
+_REASON_KEYS = ("condition", "code", "message", "expected", "actual")
+
+
+def _ordered(value: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    ordered = {key: value[key] for key in keys if key in value}
+    ordered.update((key, item) for key, item in value.items() if key not in ordered)
+    return ordered
+
+
+def _ordered_result(result: dict[str, Any]) -> dict[str, Any]:
+    ordered = _ordered(result, _RESULT_KEYS)
+    ordered["reasons"] = [_ordered(reason, _REASON_KEYS) for reason in result.get("reasons", [])]
+    ordered["candidates"] = [
+        {
+            **_ordered(candidate, _CANDIDATE_KEYS),
+            "reasons": [_ordered(reason, _REASON_KEYS) for reason in candidate.get("reasons", [])],
+        }
+        for candidate in result.get("candidates", [])
+    ]
+    return ordered
 
 
 def describe_engine_error(error: BaseException) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from certposture import engine
@@ -20,6 +20,8 @@ from collector.signers import Signer
 from collector.sources.nssdb import DEFAULT_NSSDB
 
 logger = logging.getLogger(__name__)
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
@@ -55,6 +57,10 @@ def collect_facts(
     serial_number: str | None,
 ) -> Facts:
     """Collect facts from explicit locations, or else from the locations of the stored rules."""
+    for option, values in (("--path", paths), ("--nssdb", nssdbs)):
+        for value in values:
+            if value.strip() in ("", "sql:"):
+                raise InputError(f"{option} is empty; give a file or folder (an unset shell variable?)")
     if paths or nssdbs:
         locations = Locations(
             paths=tuple(str(Path(path).absolute()) for path in paths),
@@ -73,14 +79,15 @@ def collect_facts(
 
 
 def parse_facts(raw: bytes, source: str) -> Facts:
+    """Validate a facts document strictly: JSON types must match, so ``"yes"`` is not a boolean."""
     try:
-        return Facts.model_validate(orjson.loads(raw))
-    except orjson.JSONDecodeError as error:
-        raise FactsError(
-            f"{source}: facts are not valid JSON ({error}); pass the output of `certposture collect`"
-        ) from None
+        return Facts.model_validate_json(raw, strict=True)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise FactsError(
+                f"{source}: facts are not valid JSON ({first['msg']}); pass the output of `certposture collect`"
+            ) from None
         location = ".".join(str(part) for part in first["loc"]) or "document"
         raise FactsError(
             f"{source}: facts are invalid at {location}: {first['msg']} "
@@ -89,16 +96,25 @@ def parse_facts(raw: bytes, source: str) -> Facts:
 
 
 def parse_time(value: str) -> datetime:
-    """Parse an RFC 3339 time with an explicit offset, such as 2026-12-04T19:00:00Z."""
+    """Parse an RFC 3339 time with an explicit offset, such as 2026-12-04T19:00:00Z.
+
+    The year must lie in 1678-2261: Rego's time builtins count nanoseconds in a
+    signed 64-bit integer, which covers 1677-09-21 to 2262-04-11.
+    """
+    if not _RFC3339.match(value):
+        if _RFC3339.match(value + "Z"):
+            raise InputError(f"--at {value!r} has no timezone; append Z for UTC or an offset such as +01:00")
+        raise InputError(f"--at {value!r} is not an RFC 3339 time; write it as 2026-12-04T19:00:00Z")
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper().replace(" ", "T"))
     except ValueError:
         raise InputError(
-            f"--at {value!r} is not an RFC 3339 time; write it as 2026-12-04T19:00:00Z"
+            f"--at {value!r} is not a valid date and time; write it as 2026-12-04T19:00:00Z"
         ) from None
-    if parsed.tzinfo is None:
-        raise InputError(f"--at {value!r} has no timezone; append Z for UTC or an offset such as +01:00")
-    return parsed.astimezone(UTC)
+    parsed = parsed.astimezone(UTC)
+    if not 1678 <= parsed.year <= 2261:
+        raise InputError(f"--at {value!r} is outside the years 1678 to 2261 that Rego time functions cover")
+    return parsed
 
 
 def evaluate_facts(
@@ -108,11 +124,13 @@ def evaluate_facts(
     at: datetime | None,
     rule_id: str | None = None,
     facts_error: CertpostureError | None = None,
-) -> tuple[dict[str, Any], CertpostureError | None]:
-    """Evaluate facts against the stored rules; return the results document and the error, if any.
+) -> tuple[dict[str, Any], list[CertpostureError]]:
+    """Evaluate facts against the stored rules; return the results document and the errors met.
 
-    When the facts are missing (``facts_error`` given) or the policies fail, every
-    rule is reported with status ``error`` so that nothing passes.
+    When the facts are missing (``facts_error`` given), every rule is reported
+    with status ``error`` so that nothing passes. When the policies fail, each
+    rule is evaluated on its own, so that only the rules that fail to evaluate
+    are reported as ``error``.
     """
     rules = [store.get_rule(rule_id)] if rule_id else store.list_rules()
     if not rules:
@@ -122,19 +140,27 @@ def evaluate_facts(
     if facts is not None:
         device = {"hostname": facts.device.hostname, "serial_number": facts.device.serial_number}
 
-    error = facts_error
-    results: list[dict[str, Any]] = []
-    if facts is not None:
-        config = engine.build_config(rules, store.list_signing_certificates(), evaluated_at)
-        try:
-            results = engine.evaluate(facts, config)
-        except CertpostureError as policy_error:
-            error = policy_error
-    if error is not None:
+    errors: list[CertpostureError] = []
+    if facts is None:
+        error = facts_error or FactsError("no facts to evaluate")
+        errors.append(error)
         results = [_error_result(rule, error) for rule in rules]
+    else:
+        signing_certificates = store.list_signing_certificates()
+        try:
+            results = engine.evaluate(facts, engine.build_config(rules, signing_certificates, evaluated_at))
+        except CertpostureError:
+            results = []
+            for rule in rules:
+                try:
+                    config = engine.build_config([rule], signing_certificates, evaluated_at)
+                    results.extend(engine.evaluate(facts, config))
+                except CertpostureError as rule_error:
+                    errors.append(rule_error)
+                    results.append(_error_result(rule, rule_error))
 
     document = {"evaluated_at": format_utc(evaluated_at), "device": device, "results": results}
-    return document, error
+    return document, errors
 
 
 def _error_result(rule: dict[str, Any], error: CertpostureError) -> dict[str, Any]:

@@ -19,8 +19,10 @@ def render_results_table(document: dict[str, Any]) -> str:
     lines = []
     device = document.get("device", {})
     lines.append(
-        f"device {device.get('hostname') or '?'} (serial {device.get('serial_number') or 'unknown'}), "
-        f"evaluated at {document.get('evaluated_at')}"
+        _printable(
+            f"device {device.get('hostname') or '?'} (serial {device.get('serial_number') or 'unknown'}), "
+            f"evaluated at {document.get('evaluated_at')}"
+        )
     )
     rows = [("RULE", "STATUS", "DETAIL")]
     for result in document["results"]:
@@ -75,7 +77,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _printable(text: str) -> str:
+    """Escape control characters so that certificate text cannot move the cursor or recolor a terminal."""
+    return "".join(
+        character if character.isprintable() else character.encode("unicode_escape").decode("ascii")
+        for character in text
+    )
+
+
 def _align(rows: Sequence[Sequence[str]]) -> list[str]:
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:

@@ -6,13 +6,22 @@ problem, each naming the field and what is allowed.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from certposture.errors import InputError
 
@@ -40,13 +49,20 @@ class Locations(_Model):
         for path in paths or []:
             if not path.startswith("/"):
                 raise ValueError(f"path {path!r} is not absolute; give the full path starting with /")
+            if "\x00" in path:
+                raise ValueError(f"path {path!r} contains a NUL character; remove it")
+            # The collector reports normalized absolute paths and the policy compares text,
+            # so "/a/../b" or "/a//b" would never match a certificate.
+            normalized = posixpath.normpath(path)
+            if normalized != path.rstrip("/") and path != "/":
+                raise ValueError(f"path {path!r} is not normalized; write {normalized!r}")
         return paths
 
 
 class RuleInput(_Model):
     certificate_id: str = Field(min_length=1)
     operating_system: Literal["windows", "linux", "mac"]
-    check_private_key: bool
+    check_private_key: StrictBool
     cn: str | None = None
     extended_key_usage: list[Literal["clientAuth", "emailProtection"]] | None = None
     subject_alternative_names: list[str] | None = None
@@ -90,7 +106,7 @@ class MatchEntry(_Model):
 
 
 class Rule(_Model):
-    id: str | None = None
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     name: str = Field(min_length=1)
     description: str | None = None
     type: Literal["client_certificate_v2"]
@@ -171,7 +187,7 @@ def validate_rules(
         if not certificate_exists(certificate_id):
             problems.append(
                 f"{prefix}: input.certificate_id: signing certificate {certificate_id!r} is not stored; "
-                "add it with `certposture ca add` or list stored ones with `certposture ca list`"
+                f"add it with `certposture ca add --id {certificate_id} FILE` or pick one from `certposture ca list`"
             )
         rule_id = rule.id or str(uuid.uuid4())
         if rule_id in seen_ids:
@@ -200,10 +216,37 @@ def _format_validation_error(error: ValidationError) -> list[str]:
             message = f"{item['input']!r} is not allowed; allowed values: {allowed}"
         elif kind == "value_error":
             message = str(item["msg"]).removeprefix("Value error, ")
+        elif kind in _TYPE_MESSAGES:
+            message = f"{_TYPE_MESSAGES[kind]} (got {_json_type(item['input'])})"
+        elif kind == "string_pattern_mismatch":
+            message = f"{item['input']!r} is not a valid id; use letters, digits, '-' and '_' (at most 64)"
         else:
             message = f"{item['msg']} (got {item['input']!r})"
         lines.append(f"{location}: {message}")
     return lines
+
+
+_TYPE_MESSAGES = {
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "list_type": "must be a list",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+}
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else type(value).__name__
 
 
 def _allowed_fields(location: tuple[int | str, ...]) -> str:

@@ -79,31 +79,67 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         if self._connection is not None:
             return self._connection
+        path = self.home / DATABASE_NAME
         try:
             self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-            connection = sqlite3.connect(self.home / DATABASE_NAME, isolation_level=None)
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {self.home / DATABASE_NAME} has schema version {version}, newer than this "
-                    f"certposture supports ({_SCHEMA_VERSION}); upgrade certposture"
-                )
+            connection = sqlite3.connect(path, isolation_level=None)
+            self._check_version(connection, path)
             connection.executescript(_SCHEMA)
             connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except sqlite3.OperationalError as error:
+            if "readonly" not in str(error) or not path.is_file():
+                raise StoreError(
+                    f"cannot open store {path}: {error}; check --home or CERTPOSTURE_HOME"
+                ) from None
+            connection = self._connect_read_only(path)
         except (sqlite3.Error, OSError) as error:
-            raise StoreError(
-                f"cannot open store {self.home / DATABASE_NAME}: {error}; check --home or CERTPOSTURE_HOME"
-            ) from None
+            if isinstance(error, OSError) and path.is_file():
+                connection = self._connect_read_only(path)
+            else:
+                raise StoreError(
+                    f"cannot open store {path}: {error}; check --home or CERTPOSTURE_HOME"
+                ) from None
         self._connection = connection
         return connection
+
+    def _connect_read_only(self, path: Path) -> sqlite3.Connection:
+        """Open a store that cannot be written (read-only mount, file owned by another user) for reading."""
+        logger.debug("store %s is not writable; opening it read-only", path)
+        try:
+            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            self._check_version(connection, path)
+            if connection.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {path} is read-only and was never initialized; run a write command first"
+                )
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open store {path} read-only: {error}; check --home") from None
+        return connection
+
+    @staticmethod
+    def _check_version(connection: sqlite3.Connection, path: Path) -> None:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise StoreError(
+                f"store {path} has schema version {version}, newer than this "
+                f"certposture supports ({_SCHEMA_VERSION}); upgrade certposture"
+            )
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise StoreError(
+                f"cannot write store {self.home / DATABASE_NAME}: {error}; check it is writable"
+            ) from None
+        try:
             yield connection
             connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            connection.execute("ROLLBACK")
+            raise StoreError(f"cannot write store {self.home / DATABASE_NAME}: {error}") from None
         except BaseException:
             connection.execute("ROLLBACK")
             raise
@@ -137,6 +173,12 @@ class Store:
                     f"certificate is already stored as {existing['id']}, not {certificate_id!r}; "
                     "remove it first to store it under another id"
                 )
+            if (
+                keep_private_key
+                and parsed.private_key_pem is not None
+                and not existing.get("private_key_stored")
+            ):
+                return self._add_private_key(existing, parsed.private_key_pem), False
             return existing, False
         if certificate_id is not None:
             if not _ID.match(certificate_id):
@@ -159,13 +201,26 @@ class Store:
                     "(SELECT COALESCE(MAX(added), 0) + 1 FROM signing_certificates))",
                     (certificate_id, fingerprint, orjson.dumps(record).decode(), pem),
                 )
-        except sqlite3.Error as error:
+        except StoreError:
             if key_path is not None:
                 key_path.unlink(missing_ok=True)
-            raise StoreError(
-                f"cannot write signing certificate to {self.home / DATABASE_NAME}: {error}"
-            ) from None
+            raise
         return record, True
+
+    def _add_private_key(self, record: dict[str, Any], key_pem: bytes) -> dict[str, Any]:
+        """Keep the private key of a certificate stored earlier without it."""
+        key_path = self._write_private_key(record["id"], key_pem)
+        updated = {**record, "private_key_stored": True}
+        try:
+            with self._transaction() as connection:
+                connection.execute(
+                    "UPDATE signing_certificates SET record = ? WHERE id = ?",
+                    (orjson.dumps(updated).decode(), record["id"]),
+                )
+        except StoreError:
+            key_path.unlink(missing_ok=True)
+            raise
+        return updated
 
     def _write_private_key(self, certificate_id: str, key_pem: bytes) -> Path:
         directory = self.home / "private"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from collector import __version__
 from collector.device import identify_device
-from collector.facts import Certificate, CollectionError, CollectorInfo, Facts
+from collector.facts import SCHEMA_VERSION, Certificate, CollectionError, CollectorInfo, Facts
 from collector.signers import Signer
 from collector.sources.nssdb import collect_nssdb, database_directory
 from collector.sources.pem import collect_pem
@@ -58,6 +58,7 @@ def collect(
     errors += device_errors
 
     return Facts(
+        schema_version=SCHEMA_VERSION,
         collected_at=now if now is not None else datetime.now(UTC),
         collector=CollectorInfo(version=__version__),
         device=device,

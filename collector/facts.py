@@ -9,12 +9,12 @@ as RFC 3339 with a trailing ``Z``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 def _require_utc(value: datetime) -> datetime:
@@ -111,6 +111,12 @@ class PrivateKey(_Model):
     location: str | None = None
     reason: str | None = None
 
+    @model_validator(mode="after")
+    def _present_agrees_with_status(self) -> PrivateKey:
+        if self.present != (self.status == "present"):
+            raise ValueError(f"present={self.present} contradicts status {self.status!r}")
+        return self
+
 
 class Certificate(_Model):
     source: CertificateSource
@@ -143,7 +149,7 @@ class CollectionError(_Model):
 
 
 class Facts(_Model):
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1]
     collected_at: UtcDatetime
     collector: CollectorInfo
     device: Device

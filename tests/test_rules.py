@@ -133,7 +133,35 @@ def test_add_cloudflare_envelope(
         ),
         (lambda r: r.update(schedule="soon"), "schedule: 'soon' is not a duration"),
         (lambda r: r.update(match=[{"platform": "windows"}]), "match platform 'windows' differs"),
-        (lambda r: r["input"].update(check_private_key="maybe"), "input.check_private_key"),
+        (
+            lambda r: r["input"].update(check_private_key="no"),
+            "input.check_private_key: must be true or false (got the string 'no')",
+        ),
+        (
+            lambda r: r["input"].update(check_private_key=1),
+            "input.check_private_key: must be true or false (got a number)",
+        ),
+        (
+            lambda r: r["input"].update(locations={"paths": ["/etc/x/../pki/client.pem"]}),
+            "path '/etc/x/../pki/client.pem' is not normalized; write '/etc/pki/client.pem'",
+        ),
+        (
+            lambda r: r["input"].update(locations={"paths": ["/etc//pki"]}),
+            "path '/etc//pki' is not normalized; write '/etc/pki'",
+        ),
+        (
+            lambda r: r["input"].update(locations={"paths": ["/tmp/a\x00b"]}),
+            "contains a NUL character",
+        ),
+        (
+            lambda r: r["input"].update(locations="/etc/pki"),
+            "input.locations: must be a JSON object (got the string '/etc/pki')",
+        ),
+        (
+            lambda r: r["input"].update(extended_key_usage="clientAuth"),
+            "input.extended_key_usage: must be a list (got the string 'clientAuth')",
+        ),
+        (lambda r: r.update(id="../../etc/passwd"), "id: '../../etc/passwd' is not a valid id"),
     ],
 )
 def test_add_rejects_invalid_field(
@@ -160,7 +188,7 @@ def test_add_rejects_unknown_certificate(
     code, _, err = add(tmp_path, home, capsys, linux_rule("0000-not-stored"))
     assert code == 2
     assert "signing certificate '0000-not-stored' is not stored" in err
-    assert "certposture ca add" in err
+    assert "certposture ca add --id 0000-not-stored FILE" in err
 
 
 def test_add_is_all_or_nothing(

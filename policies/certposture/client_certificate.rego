@@ -273,7 +273,7 @@ _validity_reasons(certificate, now_ns) := [reason(
 	_validity_period(certificate),
 	format_time(now_ns),
 )] if {
-	now_ns < time.parse_rfc3339_ns(certificate.not_before)
+	format_time(now_ns) < _utc_text(certificate.not_before)
 } else := [reason(
 	"validity",
 	"expired",
@@ -284,8 +284,17 @@ _validity_reasons(certificate, now_ns) := [reason(
 	_validity_period(certificate),
 	format_time(now_ns),
 )] if {
-	now_ns > time.parse_rfc3339_ns(certificate.not_after)
+	format_time(now_ns) > _utc_text(certificate.not_after)
 } else := []
+
+# Times are compared as RFC 3339 UTC text in whole seconds, which orders like
+# the times themselves. Parsing them to nanoseconds would fail for dates after
+# 2262, such as the 9999-12-31T23:59:59Z that RFC 5280 gives for certificates
+# without a well-defined expiration, and one such certificate would stop the
+# evaluation of every rule.
+_utc_text(value) := value if {
+	regex.match(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$`, value)
+} else := format_time(time.parse_rfc3339_ns(value))
 
 _validity_period(certificate) := {"not_before": certificate.not_before, "not_after": certificate.not_after}
 
@@ -352,7 +361,7 @@ _private_key_reasons(certificate, true) := [] if {
 	"private_key",
 	"private_key_unverified",
 	sprintf(
-		"a private key was found but could not be compared with the certificate's public key (%s), and an unverified key does not count as present",
+		"a private key was found but could not be compared with the certificate's public key, so it does not count as present: %s",
 		[_text_or(object.get(certificate.private_key, "reason", null), "no reason given")],
 	),
 	"present",

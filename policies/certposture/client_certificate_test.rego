@@ -217,6 +217,26 @@ test_success_validity_boundaries_inclusive if {
 	_passes(_input, [_with_cert({"not_after": "2026-12-04T19:05:00Z"})])
 }
 
+test_success_validity_until_year_9999 if {
+	_passes(_input, [_with_cert({"not_after": "9999-12-31T23:59:59Z"})])
+}
+
+test_fail_not_yet_valid_year_3000 if {
+	cert := _with_cert({"not_before": "3000-01-01T00:00:00Z", "not_after": "9999-12-31T23:59:59Z"})
+
+	[reason.code | some reason in _reasons(_result(_input, [cert]))] == ["not_yet_valid"]
+}
+
+test_success_validity_with_offset if {
+	_passes(_input, [_with_cert({"not_before": "2026-12-04T21:05:00+02:00"})])
+}
+
+test_fail_validity_with_offset if {
+	cert := _with_cert({"not_before": "2026-12-04T21:05:01+02:00"})
+
+	[reason.code | some reason in _reasons(_result(_input, [cert]))] == ["not_yet_valid"]
+}
+
 test_fail_expired if {
 	cert := _with_cert({"not_before": "2025-01-01T00:00:00Z", "not_after": "2026-12-04T19:04:59Z"})
 
@@ -422,7 +442,7 @@ test_fail_private_key_unverified if {
 	_reasons(_result(_input, [cert])) == [{
 		"condition": "private_key",
 		"code": "private_key_unverified",
-		"message": "a private key was found but could not be compared with the certificate's public key (the key file is encrypted), and an unverified key does not count as present",
+		"message": "a private key was found but could not be compared with the certificate's public key, so it does not count as present: the key file is encrypted",
 		"expected": "present",
 		"actual": "unverified",
 	}]

@@ -1,0 +1,115 @@
+"""Reading command input and writing command output safely.
+
+Inputs are read only from regular files or standard input, and never past a
+size limit, so a mistyped path such as ``/dev/zero`` fails at once. Output
+files are replaced atomically, through symbolic links, and only when they are
+regular files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+from certposture.errors import CertpostureError, InputError
+
+# Signing certificates and rule files are a few KiB.
+MAX_SMALL_INPUT = 1024 * 1024
+# A facts document grows by about 1.5 KiB per certificate, so this admits tens
+# of thousands of certificates.
+MAX_FACTS_INPUT = 64 * 1024 * 1024
+
+
+class OutputError(CertpostureError):
+    """Standard output or an output file cannot be written (exit code 3)."""
+
+
+def read_input(source: str, max_bytes: int) -> bytes:
+    """Read a regular file, or standard input for ``-``, of at most ``max_bytes`` bytes."""
+    if source == "":
+        raise InputError("input file name is empty; give a FILE, or - for standard input")
+    if source == "-":
+        if sys.stdin.isatty():
+            raise InputError("reading from standard input, but it is a terminal; pipe data in or give a FILE")
+        data = sys.stdin.buffer.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise InputError(f"standard input is larger than {max_bytes} bytes; pass a smaller document")
+        if not data:
+            raise InputError("standard input is empty; if it comes from a pipe, check the command before it")
+        return data
+
+    try:
+        # O_NONBLOCK keeps open() from waiting for a writer when the path is a FIFO.
+        descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    except IsADirectoryError:
+        raise InputError(f"{source} is a directory; give a file") from None
+    except OSError as error:
+        raise InputError(f"cannot read {source}: {error.strerror}; check the path") from None
+    info = os.fstat(descriptor)
+    problem = None
+    if stat.S_ISDIR(info.st_mode):
+        problem = f"{source} is a directory; give a file"
+    elif not stat.S_ISREG(info.st_mode):
+        problem = f"{source} is not a regular file; give a file"
+    elif info.st_size > max_bytes:
+        problem = f"{source} is {info.st_size} bytes, larger than {max_bytes}; check the path"
+    if problem is not None:
+        os.close(descriptor)
+        raise InputError(problem)
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            return handle.read(max_bytes + 1)[:max_bytes]
+        except OSError as error:
+            raise InputError(f"cannot read {source}: {error.strerror}; check the path") from None
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace the regular file at ``path`` (following symbolic links) with ``data`` in one step.
+
+    A reader never sees a half-written file. A path naming a device, FIFO or
+    directory is rejected, because replacing it would remove it.
+    """
+    if path == "":
+        raise InputError("output file name is empty; give a FILE or leave out -o to write to standard output")
+    target = Path(os.path.realpath(path))
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror}; check the path") from None
+    else:
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"cannot write {path}: it exists and is not a regular file; give a file path")
+
+    temporary = None
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, target)
+        temporary = None
+    except OSError as error:
+        raise InputError(
+            f"cannot write {path}: {error.strerror}; check the folder exists and is writable"
+        ) from None
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                Path(temporary).unlink()
+
+
+def emit(data: bytes) -> None:
+    """Write ``data`` to standard output, turning a closed pipe into an :class:`OutputError`."""
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Later flushes at interpreter exit would raise again, so point stdout at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise OutputError("standard output was closed before the output was written (broken pipe)") from None
