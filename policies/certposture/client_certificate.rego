@@ -528,19 +528,19 @@ _no_certificate_message(scope, error_count) := sprintf(
 }
 
 _no_certificate_where(scope) := sprintf(
-	"no certificate was found in the PEM files at or under %s",
+	"no certificate was collected from the PEM files at or under %s",
 	[_quote_all(scope.paths)],
 ) if {
 	scope.source == "pem"
-} else := "no certificate was found in the NSS database" if {
+} else := "no certificate was collected from the NSS database" if {
 	scope.source == "nssdb"
 } else := sprintf(
-	"no certificate was found in the macOS keychains %s",
+	"no certificate was collected from the macOS keychains %s",
 	[_quote_all(scope.trust_stores)],
 ) if {
 	scope.source == "keychain"
 } else := sprintf(
-	"no certificate was found in the Windows certificate stores %s",
+	"no certificate was collected from the Windows certificate stores %s",
 	[_quote_all(scope.trust_stores)],
 )
 

@@ -568,7 +568,7 @@ test_fail_no_certificate if {
 		"reasons": [{
 			"condition": "locations",
 			"code": "no_certificate",
-			"message": "no certificate was found in the PEM files at or under \"/usr/local/mycompany/certs/client.pem\", and 1 collection error was reported there",
+			"message": "no certificate was collected from the PEM files at or under \"/usr/local/mycompany/certs/client.pem\", and 1 collection error was reported there",
 			"expected": {"source": "pem", "paths": [_pem_path]},
 			"actual": null,
 		}],
@@ -583,7 +583,7 @@ test_fail_no_certificate_several_errors if {
 	]
 	result := client_certificate.result(_rule(_input), _facts(_device, [], errors), _config, _now)
 
-	result.reasons[0].message == "no certificate was found in the PEM files at or under \"/usr/local/mycompany/certs/client.pem\", and 2 collection errors were reported there"
+	result.reasons[0].message == "no certificate was collected from the PEM files at or under \"/usr/local/mycompany/certs/client.pem\", and 2 collection errors were reported there"
 	result.errors == errors
 }
 
@@ -776,7 +776,7 @@ test_fail_location_nssdb_ignores_pem if {
 	result := _result(_with_input({"locations": null}), [_cert])
 
 	result.reasons[0].expected == {"source": "nssdb"}
-	result.reasons[0].message == "no certificate was found in the NSS database"
+	result.reasons[0].message == "no certificate was collected from the NSS database"
 	_rule_codes(result) == ["no_certificate"]
 }
 
@@ -792,7 +792,7 @@ test_fail_trust_store_default_excludes_user if {
 	cert := _with_cert({"source": {"type": "windows", "location": "user", "label": "corp-device"}})
 	result := _result_on(windows, _with_input({"operating_system": "windows", "locations": null}), [cert])
 
-	result.reasons[0].message == "no certificate was found in the Windows certificate stores \"system\""
+	result.reasons[0].message == "no certificate was collected from the Windows certificate stores \"system\""
 	result.reasons[0].expected == {"source": "windows", "trust_stores": ["system"]}
 	_rule_codes(result) == ["no_certificate"]
 }
@@ -810,7 +810,7 @@ test_fail_trust_store_wrong_source_type if {
 	cert := _with_cert({"source": {"type": "windows", "location": "system", "label": "corp-device"}})
 	result := _result_on(mac, _with_input({"operating_system": "mac", "locations": null}), [cert])
 
-	result.reasons[0].message == "no certificate was found in the macOS keychains \"system\""
+	result.reasons[0].message == "no certificate was collected from the macOS keychains \"system\""
 	_rule_codes(result) == ["no_certificate"]
 }
 
@@ -831,7 +831,7 @@ test_fail_errors_filtered_by_location if {
 	result := client_certificate.result(_rule(_input), _facts(_device, [], [error]), _config, _now)
 
 	result.errors == []
-	result.reasons[0].message == "no certificate was found in the PEM files at or under \"/usr/local/mycompany/certs/client.pem\""
+	result.reasons[0].message == "no certificate was collected from the PEM files at or under \"/usr/local/mycompany/certs/client.pem\""
 }
 
 # One certificate must meet every condition at once.
