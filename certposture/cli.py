@@ -85,6 +85,10 @@ def _global_options(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # cryptography warns about RFC 5280 violations such as negative serial numbers, which
+    # real CA bundles contain; the certificates are still collected, so show this only with -v.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 # Signing certificates
