@@ -100,8 +100,9 @@ class PrivateKey(_Model):
     """Evidence that the device holds the certificate's private key.
 
     ``present`` is true only when a key whose public half equals the
-    certificate's public key was found (PEM), or when a private-key object with
-    the certificate's CKA_ID exists (NSS). ``unverified`` means a key exists but
+    certificate's public key was found: a key file (PEM), or a private-key
+    object with the certificate's CKA_ID and the same RSA modulus or EC point
+    (NSS). ``unverified`` means a key exists but
     could not be compared, for example because it is encrypted; it never counts
     as presence. ``reason`` says why the status is not ``present``.
     """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -306,6 +307,21 @@ class NssDb:
             der = Path(scratch) / "cert.der"
             der.write_bytes(cert.public_bytes(serialization.Encoding.DER))
             args = ["certutil", "-A", "-d", self.spec, "-n", nickname, "-t", trust, "-i", str(der)]
+            _run(args + self._password_args("-f", Path(scratch)))
+
+    def generate_self_signed(self, nickname: str, key_type: Literal["rsa", "ec", "dsa"]) -> None:
+        """Generate a key pair and a self-signed certificate ``CN=nickname`` inside the database.
+
+        ``certutil -S`` creates the key, so its attributes are the ones NSS
+        writes itself rather than the ones ``pk12util`` imports. EC keys use P-256.
+        """
+        with tempfile.TemporaryDirectory() as scratch:
+            noise = Path(scratch) / "noise"
+            noise.write_bytes(os.urandom(64))
+            args = ["certutil", "-S", "-d", self.spec, "-n", nickname, "-s", f"CN={nickname}", "-x"]
+            args += ["-t", "u,u,u", "-k", key_type, "-z", str(noise)]
+            if key_type == "ec":
+                args += ["-q", "nistp256"]
             _run(args + self._password_args("-f", Path(scratch)))
 
 

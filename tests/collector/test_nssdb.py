@@ -4,17 +4,21 @@ import contextlib
 import hashlib
 import re
 import shlex
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from collector.facts import Certificate
 from collector.signers import Signer
 from collector.sources import SourceResult
 from collector.sources.nssdb import DEFAULT_NSSDB, collect_nssdb, database_directory
-from tests.certgen import CertKey, NssDb, create_nssdb, make_ca, make_leaf
+from tests.certgen import CertKey, KeyType, NssDb, create_nssdb, make_ca, make_leaf
 
 
 def by_label(result: SourceResult, label: str) -> Certificate:
@@ -265,3 +269,256 @@ def test_nssdb_empty_value_marker(nssdb: NssDb) -> None:
     result = collect_nssdb(str(nssdb.directory), [])
     assert sorted(str(cert.source.label) for cert in result.certificates) == ["Example Device CA", "None"]
     assert result.errors == []
+
+
+# Tests of private-key pairing. A key object with the certificate's CKA_ID counts only when its public
+# key is the certificate's.
+
+CKO_PRIVATE_KEY = b"\x00\x00\x00\x03"
+MODULUS_DIFFERS = "its modulus differs from the certificate's"
+POINT_DIFFERS = "its EC public point (CKA_NSS_DB) differs from the certificate's"
+
+
+def rsa_modulus(cert_key: CertKey) -> bytes:
+    public_key = cert_key.cert.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    modulus = public_key.public_numbers().n
+    return modulus.to_bytes((modulus.bit_length() + 7) // 8, "big")
+
+
+def ec_point(cert_key: CertKey, point_format: serialization.PublicFormat) -> bytes:
+    public_key = cert_key.cert.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    return public_key.public_bytes(serialization.Encoding.X962, point_format)
+
+
+def certificate_ckaid(directory: Path, label: str) -> bytes:
+    with contextlib.closing(sqlite3.connect(directory / "cert9.db")) as connection:
+        (ckaid,) = connection.execute("SELECT a102 FROM nssPublic WHERE a3 = ?", (label.encode(),)).fetchone()
+    assert isinstance(ckaid, bytes)
+    return ckaid
+
+
+def copy_ckaid(directory: Path, source_label: str, target_label: str) -> None:
+    """Give the certificate ``target_label`` the CKA_ID of ``source_label`` by editing cert9.db with sqlite3."""
+    ckaid = certificate_ckaid(directory, source_label)
+    with contextlib.closing(sqlite3.connect(directory / "cert9.db")) as connection:
+        connection.execute("UPDATE nssPublic SET a102 = ? WHERE a3 = ?", (ckaid, target_label.encode()))
+        connection.commit()
+    assert certificate_ckaid(directory, target_label) == ckaid
+
+
+def update_private_keys(directory: Path, assignment: str, parameters: tuple[object, ...] = ()) -> None:
+    with contextlib.closing(sqlite3.connect(directory / "key4.db")) as connection:
+        changed = connection.execute(
+            f"UPDATE nssPrivate SET {assignment} WHERE a0 = ?", (*parameters, CKO_PRIVATE_KEY)
+        ).rowcount
+        connection.commit()
+    assert changed == 1
+
+
+@pytest.fixture
+def attack_setup(tmp_path: Path, ca: CertKey, request: pytest.FixtureRequest) -> tuple[NssDb, CertKey]:
+    """A database with a key pair ``corp-device`` and a key-less certificate ``foreign``.
+
+    ``request.param`` is (key type of corp-device, key type of foreign, database password).
+    """
+    device_key_type, foreign_key_type, password = request.param
+    device = make_leaf(ca, "device-1", key_type=device_key_type)
+    foreign = make_leaf(ca, "device-1", key_type=foreign_key_type)
+    db = create_nssdb(tmp_path / "nssdb", password=password)
+    db.import_key_pair(device, "corp-device")
+    db.add_certificate(foreign.cert, "foreign", trust=",,")
+    return db, foreign
+
+
+@pytest.mark.parametrize(
+    ("attack_setup", "detail"),
+    [
+        pytest.param(("rsa", "rsa", None), MODULUS_DIFFERS, id="rsa"),
+        pytest.param(("rsa", "rsa", "db-secret"), MODULUS_DIFFERS, id="rsa-password"),
+        pytest.param(("ec", "ec", None), POINT_DIFFERS, id="ec"),
+        pytest.param(("ec", "ec", "db-secret"), POINT_DIFFERS, id="ec-password"),
+        pytest.param(
+            ("rsa", "ec", None),
+            "it is an RSA key, and the certificate's public key is not RSA",
+            id="rsa-key-ec-cert",
+        ),
+        pytest.param(
+            ("ec", "rsa", None),
+            "it is an EC key, and the certificate's public key is not EC",
+            id="ec-key-rsa-cert",
+        ),
+    ],
+    indirect=["attack_setup"],
+)
+def test_nssdb_copied_ckaid_not_present(
+    tmp_path: Path, attack_setup: tuple[NssDb, CertKey], detail: str
+) -> None:
+    db, foreign = attack_setup
+    before = collect_nssdb(str(db.directory), [])
+    assert by_label(before, "foreign").private_key.status == "missing"
+
+    attacked = tmp_path / "attacked"
+    shutil.copytree(db.directory, attacked)
+    copy_ckaid(attacked, "corp-device", "foreign")
+    result = collect_nssdb(str(attacked), [])
+
+    cert = by_label(result, "foreign")
+    assert cert.fingerprint_sha256 == foreign.fingerprint
+    assert cert.private_key.present is False
+    assert cert.private_key.status == "missing"
+    assert cert.private_key.reason is not None
+    assert "belongs to a different public key" in cert.private_key.reason
+    assert detail in cert.private_key.reason
+    assert certificate_ckaid(attacked, "corp-device").hex() in cert.private_key.reason
+    assert by_label(result, "corp-device").private_key.status == "present"
+    assert result.errors == []
+
+
+@pytest.mark.parametrize("key_type", ["rsa", "ec"])
+@pytest.mark.parametrize("password", [None, "db-secret"])
+def test_nssdb_imported_key_present(
+    tmp_path: Path, ca: CertKey, key_type: KeyType, password: str | None
+) -> None:
+    leaf = make_leaf(ca, "device-1", key_type=key_type)
+    db = create_nssdb(tmp_path / "nssdb", password=password)
+    db.import_key_pair(leaf, "corp-device")
+    result = collect_nssdb(str(db.directory), [])
+    cert = by_label(result, "corp-device")
+    assert cert.public_key.algorithm == key_type
+    assert cert.private_key.present is True
+    assert cert.private_key.status == "present"
+    assert cert.private_key.location == str(db.directory)
+    assert result.errors == []
+
+
+@pytest.mark.parametrize("key_type", ["rsa", "ec"])
+@pytest.mark.parametrize("password", [None, "db-secret"])
+def test_nssdb_generated_key_present(
+    tmp_path: Path, key_type: Literal["rsa", "ec"], password: str | None
+) -> None:
+    db = create_nssdb(tmp_path / "nssdb", password=password)
+    db.generate_self_signed("self-signed", key_type)
+    result = collect_nssdb(str(db.directory), [])
+    cert = by_label(result, "self-signed")
+    assert cert.public_key.algorithm == key_type
+    assert cert.private_key.present is True
+    assert cert.private_key.status == "present"
+    assert result.errors == []
+
+
+@pytest.mark.parametrize("password", [None, "db-secret"])
+def test_nssdb_rsa_key_attributes_as_read(tmp_path: Path, ca: CertKey, password: str | None) -> None:
+    # Pins the public attributes of an RSA private key that the pairing relies on, as pk12util writes them.
+    leaf = make_leaf(ca, "device-1", key_type="rsa")
+    db = create_nssdb(tmp_path / "nssdb", password=password)
+    db.import_key_pair(leaf, "corp-device")
+    with contextlib.closing(sqlite3.connect(db.directory / "key4.db")) as connection:
+        rows = connection.execute(
+            "SELECT a100, a102, a120, ad5a0db00 FROM nssPrivate WHERE a0 = ?", (CKO_PRIVATE_KEY,)
+        ).fetchall()
+    modulus = rsa_modulus(leaf)
+    assert rows == [(b"\x00\x00\x00\x00", hashlib.sha1(modulus).digest(), modulus, modulus)]
+    assert certificate_ckaid(db.directory, "corp-device") == hashlib.sha1(modulus).digest()
+
+
+@pytest.mark.parametrize("password", [None, "db-secret"])
+def test_nssdb_ec_key_attributes_as_read(tmp_path: Path, ca: CertKey, password: str | None) -> None:
+    # Pins the public attributes of an EC private key that the pairing relies on, as pk12util writes them.
+    leaf = make_leaf(ca, "device-1", key_type="ec")
+    db = create_nssdb(tmp_path / "nssdb", password=password)
+    db.import_key_pair(leaf, "corp-device")
+    with contextlib.closing(sqlite3.connect(db.directory / "key4.db")) as connection:
+        rows = connection.execute(
+            "SELECT a100, a102, a120, a180, a181, ad5a0db00 FROM nssPrivate WHERE a0 = ?", (CKO_PRIVATE_KEY,)
+        ).fetchall()
+    point = ec_point(leaf, serialization.PublicFormat.UncompressedPoint)
+    p256_oid = b"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"
+    assert rows == [(b"\x00\x00\x00\x03", hashlib.sha1(point).digest(), None, p256_oid, None, point)]
+    assert certificate_ckaid(db.directory, "corp-device") == hashlib.sha1(point).digest()
+
+
+def test_nssdb_rsa_modulus_from_nss_db(tmp_path: Path, ca: CertKey, device: CertKey) -> None:
+    # Without CKA_MODULUS, the RSA modulus is read from CKA_NSS_DB, which NSS sets to the same value.
+    other = make_leaf(ca, "device-1", key_type="rsa")
+    db = create_nssdb(tmp_path / "nssdb")
+    db.import_key_pair(device, "corp-device")
+    db.add_certificate(other.cert, "foreign", trust=",,")
+    update_private_keys(db.directory, "a120 = NULL")
+    assert by_label(collect_nssdb(str(db.directory), []), "corp-device").private_key.status == "present"
+
+    copy_ckaid(db.directory, "corp-device", "foreign")
+    cert = by_label(collect_nssdb(str(db.directory), []), "foreign")
+    assert cert.private_key.status == "missing"
+    assert cert.private_key.reason is not None
+    assert MODULUS_DIFFERS in cert.private_key.reason
+
+
+@pytest.mark.parametrize("key_type", ["rsa", "ec"])
+def test_nssdb_derived_ckaid_without_public_value(tmp_path: Path, ca: CertKey, key_type: KeyType) -> None:
+    # A key object without CKA_MODULUS and CKA_NSS_DB is paired through the CKA_ID NSS derives from the public key.
+    device = make_leaf(ca, "device-1", key_type=key_type)
+    other = make_leaf(ca, "device-1", key_type=key_type)
+    db = create_nssdb(tmp_path / "nssdb")
+    db.import_key_pair(device, "corp-device")
+    db.add_certificate(other.cert, "foreign", trust=",,")
+    update_private_keys(db.directory, "a120 = NULL, ad5a0db00 = NULL")
+    assert by_label(collect_nssdb(str(db.directory), []), "corp-device").private_key.status == "present"
+
+    copy_ckaid(db.directory, "corp-device", "foreign")
+    result = collect_nssdb(str(db.directory), [])
+    cert = by_label(result, "foreign")
+    assert cert.private_key.present is False
+    assert cert.private_key.status == "missing"
+    assert cert.private_key.reason is not None
+    assert "belongs to a different public key" in cert.private_key.reason
+    assert "its CKA_ID is not the SHA-1 that NSS derives" in cert.private_key.reason
+    assert by_label(result, "corp-device").private_key.status == "present"
+
+
+@pytest.mark.parametrize("encoding", ["compressed", "der"])
+def test_nssdb_ec_point_other_encodings(tmp_path: Path, ca: CertKey, encoding: str) -> None:
+    leaf = make_leaf(ca, "device-1", key_type="ec")
+    db = create_nssdb(tmp_path / "nssdb")
+    db.import_key_pair(leaf, "corp-device")
+    if encoding == "compressed":
+        stored = ec_point(leaf, serialization.PublicFormat.CompressedPoint)
+    else:
+        point = ec_point(leaf, serialization.PublicFormat.UncompressedPoint)
+        stored = bytes([0x04, len(point)]) + point
+    update_private_keys(db.directory, "ad5a0db00 = ?", (stored,))
+    cert = by_label(collect_nssdb(str(db.directory), []), "corp-device")
+    assert cert.private_key.status == "present"
+
+
+def test_nssdb_dsa_key_unverified(tmp_path: Path) -> None:
+    db = create_nssdb(tmp_path / "nssdb")
+    db.generate_self_signed("dsa-device", "dsa")
+    result = collect_nssdb(str(db.directory), [])
+    cert = by_label(result, "dsa-device")
+    assert cert.public_key.algorithm == "dsa"
+    assert cert.private_key.present is False
+    assert cert.private_key.status == "unverified"
+    assert cert.private_key.location == str(db.directory)
+    assert cert.private_key.reason is not None
+    assert "CKA_KEY_TYPE 0x1 is neither RSA nor EC" in cert.private_key.reason
+    assert result.errors == []
+
+
+def test_nssdb_unsupported_public_key_unverified(nssdb: NssDb, device: CertKey) -> None:
+    # Turns rsaEncryption (1.2.840.113549.1.1.1) in the SubjectPublicKeyInfo into 1.2.840.113549.1.1.99,
+    # an algorithm cryptography does not support.
+    rsa_encryption = bytes.fromhex("06092a864886f70d010101")
+    der = device.cert_der()
+    assert der.count(rsa_encryption) == 1
+    patched = der.replace(rsa_encryption, bytes.fromhex("06092a864886f70d010163"))
+    with contextlib.closing(sqlite3.connect(nssdb.directory / "cert9.db")) as connection:
+        connection.execute("UPDATE nssPublic SET a11 = ? WHERE a3 = ?", (patched, b"corp-device"))
+        connection.commit()
+    cert = by_label(collect_nssdb(str(nssdb.directory), []), "corp-device")
+    assert cert.public_key.algorithm == "unknown"
+    assert cert.private_key.present is False
+    assert cert.private_key.status == "unverified"
+    assert cert.private_key.reason is not None
+    assert "could not be compared" in cert.private_key.reason
