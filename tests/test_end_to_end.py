@@ -672,3 +672,75 @@ def test_rsa_sha384_ca_verifies(cli: Cli) -> None:
     cli.add_rule(ca_id, **FULL_RULE, locations={"paths": [cert_path, key_path]})
     code, _, _ = cli.check("--path", cert_path, "--path", key_path)
     assert code == 0
+
+
+# The same scenarios through both Linux sources
+
+
+def _scenario_leaf(name: str, ca: CertKey, impostor: CertKey, intermediate: CertKey) -> CertKey:
+    now = dt.datetime.now(dt.UTC)
+    if name == "forged_issuer_name":
+        return good_leaf(impostor)
+    if name == "expired":
+        return good_leaf(ca, not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
+    if name == "not_yet_valid":
+        return good_leaf(ca, not_before=now + dt.timedelta(days=1), not_after=now + dt.timedelta(days=30))
+    if name == "intermediate_issuer":
+        return good_leaf(intermediate)
+    if name == "cn_other_case":
+        return make_leaf(ca, f"{SERIAL.lower()}_MYCOMPANY", sans=[f"{HOSTNAME}.corp.example"],
+                         eku=[CLIENT_AUTH, EMAIL_PROTECTION], key_type="rsa")  # fmt: skip
+    if name == "eku_client_only":
+        return good_leaf(ca, eku=[CLIENT_AUTH])
+    if name == "other_name_san_only":
+        return make_leaf(ca, f"{SERIAL}_mycompany", other_name_only=True, eku=[CLIENT_AUTH, EMAIL_PROTECTION],
+                         key_type="rsa")  # fmt: skip
+    return good_leaf(ca, key_type="ec")
+
+
+SCENARIOS = [
+    ("all_conditions_ec", 0, set()),
+    ("forged_issuer_name", 1, {"signer_mismatch"}),
+    ("expired", 1, {"expired"}),
+    ("not_yet_valid", 1, {"not_yet_valid"}),
+    ("intermediate_issuer", 1, {"signer_mismatch"}),
+    ("cn_other_case", 0, set()),
+    ("eku_client_only", 1, {"eku_missing"}),
+    ("other_name_san_only", 1, {"san_mismatch"}),
+]
+
+
+@pytest.mark.parametrize("source", ["pem", "nssdb"])
+@pytest.mark.parametrize(("scenario", "expected_code", "expected_reasons"), SCENARIOS)
+def test_scenario_per_source(
+    cli: Cli,
+    tmp_path: Path,
+    source: str,
+    scenario: str,
+    expected_code: int,
+    expected_reasons: set[str],
+) -> None:
+    ca = make_ca("Example Device CA")
+    impostor = make_ca("Example Device CA")
+    intermediate = make_ca("Example Issuing CA", parent=ca)
+    ca_id = cli.add_ca(ca)
+    leaf = _scenario_leaf(scenario, ca, impostor, intermediate)
+
+    if source == "pem":
+        cert_path, key_path = pem_pair(cli, leaf)
+        cli.add_rule(ca_id, **FULL_RULE, locations={"paths": [cert_path, key_path]})
+        collect_args = ["--path", cert_path, "--path", key_path]
+    else:
+        db = create_nssdb(tmp_path / "nssdb")
+        db.import_key_pair(leaf, "device")
+        cli.add_rule(ca_id, **FULL_RULE)
+        collect_args = ["--nssdb", str(db.directory)]
+
+    code, facts, results = cli.check(*collect_args)
+    assert code == expected_code
+    (result,) = results["results"]
+    candidate = next(c for c in result["candidates"] if c["fingerprint_sha256"] == leaf.fingerprint)
+    assert {reason["code"] for reason in candidate["reasons"]} == expected_reasons
+    certificate = next(c for c in facts["certificates"] if c["fingerprint_sha256"] == leaf.fingerprint)
+    assert certificate["source"]["type"] == source
+    assert certificate["private_key"]["present"] is True
