@@ -1,7 +1,8 @@
 """Command-line interface. Commands parse options, call the domain code and return an exit code.
 
 Exit codes: 0 every applicable rule passed, 1 a rule failed (or none applies),
-2 usage error or invalid input, 3 collection, store or policy error.
+2 usage error or invalid input, 3 missing or invalid facts, a store or policy
+error, or output that cannot be written.
 Results go to stdout and diagnostics to stderr, so ``collect | evaluate`` stays clean.
 """
 
@@ -20,7 +21,7 @@ from certposture.report import FORMATS, render_json, render_records_table, rende
 from certposture.rules import parse_rules_document, validate_rules
 from certposture.signing import parse_signing_certificate
 from certposture.store import Store, resolve_home
-from collector.facts import dump_facts
+from collector.facts import Facts, dump_facts
 
 app = typer.Typer(
     add_completion=False,
@@ -126,7 +127,7 @@ def ca_add(
         typer.echo(
             f"note: certificate already stored as {record['id']}; certificate not added again", err=True
         )
-    typer.echo(render_json(record), nl=False)
+    emit(render_json(record).encode())
 
 
 @ca_app.command("list")
@@ -134,15 +135,15 @@ def ca_list(output_format: FormatOption = "json") -> None:
     """List stored signing certificates."""
     records = _store().list_signing_certificates()
     if output_format == "table":
-        typer.echo(render_records_table(records, CA_COLUMNS), nl=False)
+        emit(render_records_table(records, CA_COLUMNS).encode())
     else:
-        typer.echo(render_json(records), nl=False)
+        emit(render_json(records).encode())
 
 
 @ca_app.command("show")
 def ca_show(certificate_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Print one signing certificate's record."""
-    typer.echo(render_json(_store().get_signing_certificate(certificate_id)), nl=False)
+    emit(render_json(_store().get_signing_certificate(certificate_id)).encode())
 
 
 @ca_app.command("remove")
@@ -170,8 +171,7 @@ def _validated_rules(file: str) -> list[dict[str, Any]]:
 def rules_add(file: Annotated[str, typer.Argument(help="JSON file with one rule or a list, or -.")]) -> None:
     """Validate and store rules; print their ids, one per line."""
     rules = _validated_rules(file)
-    for rule_id in _store().add_rules(rules):
-        typer.echo(rule_id)
+    emit("".join(f"{rule_id}\n" for rule_id in _store().add_rules(rules)).encode())
 
 
 @rules_app.command("validate")
@@ -189,15 +189,15 @@ def rules_list(output_format: FormatOption = "json") -> None:
     rules = _store().list_rules()
     if output_format == "table":
         flattened = [{**rule, **{key: rule["input"].get(key) for key in RULE_COLUMNS[3:]}} for rule in rules]
-        typer.echo(render_records_table(flattened, RULE_COLUMNS), nl=False)
+        emit(render_records_table(flattened, RULE_COLUMNS).encode())
     else:
-        typer.echo(render_json(rules), nl=False)
+        emit(render_json(rules).encode())
 
 
 @rules_app.command("show")
 def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Print one rule."""
-    typer.echo(render_json(_store().get_rule(rule_id)), nl=False)
+    emit(render_json(_store().get_rule(rule_id)).encode())
 
 
 @rules_app.command("remove")
@@ -235,7 +235,7 @@ def _collect(
     nssdb: list[str] | None,
     hostname: str | None,
     serial: str | None,
-) -> Any:
+) -> Facts:
     facts = posture.collect_facts(
         _store(), rule_id=rule, paths=path or [], nssdbs=nssdb or [], hostname=hostname, serial_number=serial
     )
