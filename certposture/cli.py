@@ -17,7 +17,7 @@ import typer
 from certposture import __version__, posture
 from certposture.errors import CertpostureError, FactsError, InputError
 from certposture.files import MAX_FACTS_INPUT, MAX_SMALL_INPUT, emit, read_input, write_atomically
-from certposture.report import FORMATS, render_json, render_records_table, render_results_table
+from certposture.report import FORMATS, printable, render_json, render_records_table, render_results_table
 from certposture.rules import parse_rules_document, validate_rules
 from certposture.signing import parse_signing_certificate
 from certposture.store import Store, resolve_home
@@ -270,7 +270,7 @@ def _report(document: dict[str, Any], errors: list[CertpostureError], output_for
     else:
         emit(render_json(document).encode())
     for error in dict.fromkeys(str(error) for error in errors):
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {printable(error)}", err=True)
     code = posture.exit_code(document["results"])
     if code == posture.EXIT_FAILED and all(r["status"] == "not_applicable" for r in document["results"]):
         typer.echo("note: no rule applies to this device, so none passed", err=True)
@@ -321,11 +321,21 @@ def check_command(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code instead of exiting, so tests can call it in-process."""
+    arguments = sys.argv[1:] if argv is None else argv
+    for argument in arguments:
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            # Results and facts are JSON, which cannot carry bytes that are not UTF-8.
+            shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            typer.echo(f"error: argument {printable(shown)!r} is not valid UTF-8; pass UTF-8 text", err=True)
+            return 2
+
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="certposture", standalone_mode=False)
+        result = command.main(args=arguments, prog_name="certposture", standalone_mode=False)
     except CertpostureError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {printable(str(error))}", err=True)
         return error.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)

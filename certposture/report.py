@@ -19,7 +19,7 @@ def render_results_table(document: dict[str, Any]) -> str:
     lines = []
     device = document.get("device", {})
     lines.append(
-        _printable(
+        printable(
             f"device {device.get('hostname') or '?'} (serial {device.get('serial_number') or 'unknown'}), "
             f"evaluated at {document.get('evaluated_at')}"
         )
@@ -77,7 +77,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Escape control characters so that certificate text cannot move the cursor or recolor a terminal."""
     return "".join(
         character if character.isprintable() else character.encode("unicode_escape").decode("ascii")
@@ -86,7 +86,7 @@ def _printable(text: str) -> str:
 
 
 def _align(rows: Sequence[Sequence[str]]) -> list[str]:
-    rows = [[_printable(cell) for cell in row] for row in rows]
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:

@@ -24,8 +24,10 @@ def _require_utc(value: datetime) -> datetime:
 
 
 def format_utc(value: datetime) -> str:
-    """Format an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Format an aware datetime as RFC 3339 in UTC with a ``Z`` suffix and a four-digit year."""
+    utc = value.astimezone(UTC)
+    # strftime("%Y") does not pad years before 1000, which would not be RFC 3339.
+    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
 
 
 UtcDatetime = Annotated[
@@ -139,8 +141,8 @@ class CollectionError(_Model):
     """A location, file or certificate that could not be read; the rest was still collected.
 
     ``step`` names the stage that failed: ``open``, ``read``, ``load``,
-    ``names``, ``extensions``, ``public_key``, ``signature``, ``key``,
-    ``database`` or ``identity``.
+    ``names``, ``extensions``, ``public_key``, ``key``, ``database`` or
+    ``identity``.
     """
 
     source: str

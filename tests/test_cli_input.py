@@ -17,6 +17,7 @@ import pytest
 from certposture import engine
 from certposture.cli import main
 from certposture.errors import PolicyError
+from collector.facts import format_utc
 from tests.certgen import CLIENT_AUTH, make_ca, make_leaf
 
 
@@ -381,3 +382,38 @@ def test_table_escapes_control_characters(tmp_path: Path, capsys: pytest.Capture
     assert "\x1b" not in out
     assert "\\x1b[2J" in out
     assert "h\\nx" in out
+
+
+# Values that JSON or RFC 3339 cannot carry as they are
+
+
+def test_format_utc_pads_year() -> None:
+    """cryptography's builder stops at 1950, but parsed certificates may carry any GeneralizedTime year."""
+    assert format_utc(dt.datetime(1, 1, 1, tzinfo=dt.UTC)) == "0001-01-01T00:00:00Z"
+    assert format_utc(dt.datetime(999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)) == "0999-12-31T23:59:59Z"
+
+
+def test_non_utf8_file_name_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    setup = Setup(tmp_path, capsys)
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    shutil.copy(setup.cert_path, folder / "good.pem")
+    odd = os.path.join(os.fsencode(folder), b"a\xffb.pem")
+    shutil.copy(setup.cert_path, odd)
+
+    code, out, err = run(capsys, setup.home, "collect", "--path", str(folder), "--hostname", "h")
+    assert code == 0, err
+    facts = json.loads(out)
+    assert [Path(cert["source"]["location"]).name for cert in facts["certificates"]] == ["good.pem"]
+    (error,) = [error for error in facts["errors"] if error["source"] == "pem"]
+    assert error["location"] == f"{folder}/a\\xffb.pem"
+    assert "not valid UTF-8" in error["message"]
+
+
+def test_non_utf8_argument_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argument = os.fsdecode(b"host\xff")
+    code = main(["--home", str(tmp_path / "home"), "collect", "--hostname", argument])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "host\\\\xff" in err or "host\\xff" in err
+    assert "not valid UTF-8" in err

@@ -744,3 +744,38 @@ def test_scenario_per_source(
     certificate = next(c for c in facts["certificates"] if c["fingerprint_sha256"] == leaf.fingerprint)
     assert certificate["source"]["type"] == source
     assert certificate["private_key"]["present"] is True
+
+
+def test_key_outside_rule_paths_same_verdict(cli: Cli, ca: CertKey) -> None:
+    """A key read only because another rule names its folder does not satisfy this rule."""
+    ca_id = cli.add_ca(ca)
+    folder = cli.work / "pki"
+    folder.mkdir()
+    leaf = good_leaf(ca)
+    stranger = good_leaf(ca)
+    cert_path = str(leaf.write_cert(folder / "device.pem"))
+    leaf.write_key(folder / "device.key")
+    wrong_key = str(stranger.write_key(cli.work / "wrong.key"))
+    narrow = cli.add_rule(ca_id, name="narrow", **FULL_RULE, locations={"paths": [cert_path, wrong_key]})
+    cli.add_rule(ca_id, name="folder", **FULL_RULE, locations={"paths": [str(folder)]})
+
+    facts_path = cli.work / "facts.json"
+    for rule_args in ([], ["--rule", narrow]):
+        collect = [
+            "collect",
+            "--hostname",
+            HOSTNAME,
+            "--serial-number",
+            SERIAL,
+            *rule_args,
+            "-o",
+            str(facts_path),
+        ]
+        assert cli.run(*collect)[0] == 0
+        code, out, _ = cli.run("evaluate", str(facts_path), "--rule", narrow)
+        assert code == 1
+        codes = reason_codes(json.loads(out)["results"][0])
+        assert codes == ({"private_key_outside_locations"} if not rule_args else {"private_key_missing"})
+        if not rule_args:
+            code, out, _ = cli.run("evaluate", str(facts_path))
+            assert [result["status"] for result in json.loads(out)["results"]] == ["failed", "passed"]

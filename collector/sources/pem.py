@@ -129,6 +129,10 @@ def _list_files(paths: Sequence[str], errors: list[CollectionError]) -> list[tup
         if not raw_path:
             errors.append(_error(raw_path, "open", "empty path; give a certificate file or directory"))
             continue
+        if not _is_utf8(raw_path):
+            shown = _escaped(raw_path)
+            errors.append(_error(shown, "open", f"path {shown} is not valid UTF-8; rename it"))
+            continue
         path = os.path.abspath(raw_path)
         if os.path.isdir(path):
             for file_path in _scan_directory(path, errors):
@@ -161,7 +165,26 @@ def _scan_directory(top: str, errors: list[CollectionError]) -> Iterator[str]:
                 )
                 return
             count += 1
-            yield os.path.join(directory, filename)
+            path = os.path.join(directory, filename)
+            if not _is_utf8(path):
+                # Facts are JSON, which cannot hold these bytes; the file is reported, not read.
+                shown = _escaped(path)
+                errors.append(_error(shown, "open", f"file name {shown} is not valid UTF-8; rename the file"))
+                continue
+            yield path
+
+
+def _is_utf8(path: str) -> bool:
+    """Tell whether a path decoded by the file system (surrogate escapes) is valid UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _read_file(path: str, errors: list[CollectionError]) -> bytes | None:
@@ -326,8 +349,7 @@ class _KeyIndex:
 
         key_paths = self._key_paths.get(public_key)
         if key_paths:
-            location = contents.path if contents.path in key_paths else key_paths[0]
-            return PrivateKey(present=True, status="present", location=location)
+            return PrivateKey(present=True, status="present", location=_nearest(contents.path, key_paths))
 
         encrypted_key_path = None
         if contents.encrypted_keys:
@@ -348,5 +370,20 @@ class _KeyIndex:
             present=False,
             status="missing",
             reason="no private key matching the certificate's public key was found in the given paths "
-            f"({self._key_count} unencrypted private keys compared)",
+            f"({self._key_count} unencrypted private {'key' if self._key_count == 1 else 'keys'} compared)",
         )
+
+
+def _nearest(certificate_path: str, key_paths: Sequence[str]) -> str:
+    """Pick the key file in the certificate's own file, else its folder, else the first found.
+
+    A rule only counts a key inside its own paths, so the key nearest the
+    certificate is the one most likely to be inside the same rule's paths.
+    """
+    if certificate_path in key_paths:
+        return certificate_path
+    folder = os.path.dirname(certificate_path)
+    for key_path in key_paths:
+        if os.path.dirname(key_path) == folder:
+            return key_path
+    return key_paths[0]

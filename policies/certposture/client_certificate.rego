@@ -184,6 +184,7 @@ _checks(rule_input, device, config) := {
 	"cn": _substitute(_value_or(rule_input, "cn", ""), device),
 	"extended_key_usage": sort({name | some name in _list(rule_input, "extended_key_usage")}),
 	"check_private_key": rule_input.check_private_key,
+	"scope": _scope(rule_input),
 	"subject_alternative_names": [_substitute(template, device) |
 		some template in _list(rule_input, "subject_alternative_names")
 	],
@@ -207,7 +208,7 @@ _candidate(certificate, checks, now_ns) := {
 			_validity_reasons(certificate, now_ns),
 			_cn_reasons(certificate, checks.cn),
 			_eku_reasons(certificate, checks.extended_key_usage),
-			_private_key_reasons(certificate, checks.check_private_key),
+			_private_key_reasons(certificate, checks),
 			_san_reasons(certificate, checks.subject_alternative_names),
 		]
 		some item in reasons_of_condition
@@ -352,10 +353,24 @@ _eku_reasons(certificate, required) := [] if {
 }
 
 # Condition 5: the collector found the private key whose public key matches
-# the certificate. A key it could not compare (status unverified) does not count.
-_private_key_reasons(_, false) := []
-
-_private_key_reasons(certificate, true) := [] if {
+# the certificate. A key it could not compare (status unverified) does not count,
+# and for PEM files the key must lie in the rule's own paths, so that the result
+# does not depend on which other rules made the collector read more files.
+_private_key_reasons(certificate, checks) := [] if {
+	checks.check_private_key == false
+} else := [] if {
+	certificate.private_key.present == true
+	_key_in_scope(certificate.private_key, checks.scope)
+} else := [reason(
+	"private_key",
+	"private_key_outside_locations",
+	sprintf(
+		"the matching private key was found at %s, which is outside the rule's paths %s",
+		[_quote(object.get(certificate.private_key, "location", null)), _quote_all(checks.scope.paths)],
+	),
+	checks.scope.paths,
+	object.get(certificate.private_key, "location", null),
+)] if {
 	certificate.private_key.present == true
 } else := [reason(
 	"private_key",
@@ -375,6 +390,14 @@ _private_key_reasons(certificate, true) := [] if {
 	"present",
 	certificate.private_key.status,
 )]
+
+_key_in_scope(_, scope) if scope.source != "pem"
+
+_key_in_scope(private_key, scope) if {
+	scope.source == "pem"
+	some path in scope.paths
+	_covers(path, object.get(private_key, "location", ""))
+}
 
 _private_key_missing_message(collector_reason) := sprintf(
 	"no private key matching the certificate was found on the device (%s)",

@@ -217,6 +217,10 @@ test_success_validity_boundaries_inclusive if {
 	_passes(_input, [_with_cert({"not_after": "2026-12-04T19:05:00Z"})])
 }
 
+test_success_validity_from_year_1 if {
+	_passes(_input, [_with_cert({"not_before": "0001-01-01T00:00:00Z"})])
+}
+
 test_success_validity_until_year_9999 if {
 	_passes(_input, [_with_cert({"not_after": "9999-12-31T23:59:59Z"})])
 }
@@ -451,6 +455,35 @@ test_fail_private_key_unverified if {
 test_success_private_key_not_checked if {
 	cert := _with_cert({"private_key": {"present": false, "status": "missing", "location": null, "reason": null}})
 
+	_passes(_with_input({"check_private_key": false}), [cert])
+}
+
+test_success_private_key_in_other_rule_path if {
+	key_path := "/usr/local/mycompany/certs/client.key"
+	rule_input := _with_input({"locations": {"paths": [_pem_path, key_path]}})
+	_passes(rule_input, [_with_cert({"private_key": {"present": true, "status": "present", "location": key_path}})])
+}
+
+test_success_private_key_under_folder_path if {
+	rule_input := _with_input({"locations": {"paths": ["/usr/local/mycompany/"]}})
+	key := {"present": true, "status": "present", "location": "/usr/local/mycompany/keys/client.key"}
+	_passes(rule_input, [_with_cert({"private_key": key})])
+}
+
+test_fail_private_key_outside_rule_paths if {
+	cert := _with_cert({"private_key": {"present": true, "status": "present", "location": "/tmp/client.key"}})
+
+	_reasons(_result(_input, [cert])) == [{
+		"condition": "private_key",
+		"code": "private_key_outside_locations",
+		"message": "the matching private key was found at \"/tmp/client.key\", which is outside the rule's paths \"/usr/local/mycompany/certs/client.pem\"",
+		"expected": [_pem_path],
+		"actual": "/tmp/client.key",
+	}]
+}
+
+test_success_private_key_outside_paths_not_checked if {
+	cert := _with_cert({"private_key": {"present": true, "status": "present", "location": "/tmp/client.key"}})
 	_passes(_with_input({"check_private_key": false}), [cert])
 }
 
