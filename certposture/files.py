@@ -25,7 +25,7 @@ MAX_FACTS_INPUT = 64 * 1024 * 1024
 
 
 class OutputError(CertpostureError):
-    """Standard output or an output file cannot be written (exit code 3)."""
+    """Standard output cannot be written (exit code 3); an unwritable ``-o`` file is an InputError."""
 
 
 def read_input(source: str, max_bytes: int) -> bytes:
@@ -76,6 +76,8 @@ def write_atomically(path: str, data: bytes) -> None:
     if path == "":
         raise InputError("output file name is empty; give a FILE or leave out -o to write to standard output")
     target = Path(os.path.realpath(path))
+    # A new file gets the usual 0644; a replaced file keeps its mode, so its readers still can read it.
+    mode = 0o644
     try:
         info = target.stat()
     except FileNotFoundError:
@@ -85,12 +87,14 @@ def write_atomically(path: str, data: bytes) -> None:
     else:
         if not stat.S_ISREG(info.st_mode):
             raise InputError(f"cannot write {path}: it exists and is not a regular file; give a file path")
+        mode = stat.S_IMODE(info.st_mode)
 
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
+            os.fchmod(handle.fileno(), mode)
         os.replace(temporary, target)
         temporary = None
     except OSError as error:

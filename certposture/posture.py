@@ -67,8 +67,7 @@ def collect_facts(
             nssdbs=tuple(nssdbs),
         )
     else:
-        rules = [store.get_rule(rule_id)] if rule_id else store.list_rules()
-        locations = locations_for_rules(rules)
+        locations = locations_for_rules(_selected_rules(store, rule_id))
     signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
     logger.debug("collecting from paths=%s nssdbs=%s", locations.paths, locations.nssdbs)
     try:
@@ -76,6 +75,16 @@ def collect_facts(
     except ValueError as error:
         # The collector rejects empty --hostname and --serial-number overrides.
         raise InputError(str(error)) from None
+
+
+def _selected_rules(store: Store, rule_id: str | None) -> list[dict[str, Any]]:
+    if rule_id is None:
+        return store.list_rules()
+    if not rule_id.strip():
+        raise InputError(
+            "--rule is empty; give a rule id from `certposture rules list` (an unset shell variable?)"
+        )
+    return [store.get_rule(rule_id)]
 
 
 def parse_facts(raw: bytes, source: str) -> Facts:
@@ -132,7 +141,7 @@ def evaluate_facts(
     rule is evaluated on its own, so that only the rules that fail to evaluate
     are reported as ``error``.
     """
-    rules = [store.get_rule(rule_id)] if rule_id else store.list_rules()
+    rules = _selected_rules(store, rule_id)
     if not rules:
         raise InputError("no rules stored; add one with `certposture rules add FILE`")
     evaluated_at = at or datetime.now(UTC)

@@ -54,6 +54,9 @@ class Locations(_Model):
             # The collector reports normalized absolute paths and the policy compares text,
             # so "/a/../b" or "/a//b" would never match a certificate.
             normalized = posixpath.normpath(path)
+            if normalized.startswith("//"):
+                # POSIX lets a leading "//" mean something else, so normpath keeps it; Linux does not.
+                normalized = "/" + normalized.lstrip("/")
             if normalized != path.rstrip("/") and path != "/":
                 raise ValueError(f"path {path!r} is not normalized; write {normalized!r}")
         return paths

@@ -25,7 +25,7 @@ _PEM_BLOCK = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----",
     re.DOTALL,
 )
-_CERTIFICATE_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+_CERTIFICATE_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE"}
 _PRIVATE_KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY"}
 _ENCRYPTED_KEY_LABELS = {b"ENCRYPTED PRIVATE KEY"}
 _PUBLIC_KEY_LABELS = {b"PUBLIC KEY", b"RSA PUBLIC KEY"}
@@ -125,6 +125,11 @@ def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, Priva
         )
 
     labels = [block.group(1) for block in blocks]
+    if b"TRUSTED CERTIFICATE" in labels:
+        raise InputError(
+            f"{source}: holds an OpenSSL TRUSTED CERTIFICATE, which carries trust settings; "
+            "convert it with `openssl x509 -in FILE -out ca.pem` and add ca.pem"
+        )
     certificate_blocks = [block for block in blocks if block.group(1) in _CERTIFICATE_LABELS]
     if not certificate_blocks:
         raise InputError(f"{source}: {_describe_non_certificate(labels)}")

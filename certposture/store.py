@@ -237,14 +237,16 @@ class Store:
     def _find_by_fingerprint(self, fingerprint: str) -> dict[str, Any] | None:
         row = (
             self._connect()
-            .execute("SELECT record FROM signing_certificates WHERE fingerprint_sha256 = ?", (fingerprint,))
+            .execute(
+                "SELECT id, record FROM signing_certificates WHERE fingerprint_sha256 = ?", (fingerprint,)
+            )
             .fetchone()
         )
-        return _load_json(row[0]) if row else None
+        return _load_row("signing_certificates", row[0], row[1]) if row else None
 
     def list_signing_certificates(self) -> list[dict[str, Any]]:
-        rows = self._connect().execute("SELECT record FROM signing_certificates ORDER BY added")
-        return [_load_json(row[0]) for row in rows]
+        rows = self._connect().execute("SELECT id, record FROM signing_certificates ORDER BY added")
+        return [_load_row("signing_certificates", row_id, text) for row_id, text in rows]
 
     def get_signing_certificate(self, certificate_id: str) -> dict[str, Any]:
         row = (
@@ -256,7 +258,7 @@ class Store:
             raise NotFoundError(
                 f"signing certificate {certificate_id!r} not found; list stored ones with `certposture ca list`"
             )
-        return _load_json(row[0])
+        return _load_row("signing_certificates", certificate_id, row[0])
 
     def signing_certificate_exists(self, certificate_id: str) -> bool:
         row = (
@@ -275,8 +277,9 @@ class Store:
                 signers.append((certificate_id, x509.load_pem_x509_certificate(pem.encode())))
             except ValueError as error:
                 raise StoreError(
-                    f"stored signing certificate {certificate_id} cannot be parsed ({error}); "
-                    f"remove it with `certposture ca remove {certificate_id}` and add it again"
+                    f"stored signing certificate {certificate_id} cannot be parsed ({error}); add it again "
+                    f"with `certposture ca add --id {certificate_id}` after `certposture ca remove {certificate_id}` "
+                    "(remove the rules that use it first)"
                 ) from None
         return signers
 
@@ -328,8 +331,8 @@ class Store:
         return self._rules(self._connect())
 
     def _rules(self, connection: sqlite3.Connection) -> list[dict[str, Any]]:
-        rows = connection.execute("SELECT rule FROM rules ORDER BY added")
-        return [_load_json(row[0]) for row in rows]
+        rows = connection.execute("SELECT id, rule FROM rules ORDER BY added")
+        return [_load_row("rules", row_id, text) for row_id, text in rows]
 
     def get_rule(self, rule_id: str) -> dict[str, Any]:
         row = self._connect().execute("SELECT rule FROM rules WHERE id = ?", (rule_id,)).fetchone()
@@ -337,7 +340,7 @@ class Store:
             raise NotFoundError(
                 f"rule {rule_id!r} not found; list stored rules with `certposture rules list`"
             )
-        return _load_json(row[0])
+        return _load_row("rules", rule_id, row[0])
 
     def remove_rule(self, rule_id: str) -> None:
         with self._transaction() as connection:
@@ -374,8 +377,23 @@ def _signature_algorithm_name(certificate: x509.Certificate) -> str:
     return name if isinstance(name, str) and name != "Unknown OID" else oid.dotted_string
 
 
-def _load_json(text: str) -> dict[str, Any]:
-    value = orjson.loads(text)
+def _load_row(table: str, row_id: str, text: str) -> dict[str, Any]:
+    """Parse one stored JSON document and check the fields every reader relies on."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
     if not isinstance(value, dict):
-        raise StoreError("store row is not a JSON object; the store file is damaged")
+        raise _damaged(table, row_id, "is not a JSON object")
+    if value.get("id") != row_id:
+        raise _damaged(table, row_id, f"has id {value.get('id')!r}, not its row id")
+    if table == "rules" and not isinstance(value.get("input"), dict):
+        raise _damaged(table, row_id, "has no input object")
     return value
+
+
+def _damaged(table: str, row_id: str, problem: str) -> StoreError:
+    return StoreError(
+        f"store row {row_id!r} in table {table} {problem}, so the store file is damaged; "
+        "remove the row or restore the store from a backup"
+    )

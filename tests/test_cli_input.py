@@ -417,3 +417,59 @@ def test_non_utf8_argument_rejected(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 2
     assert "host\\\\xff" in err or "host\\xff" in err
     assert "not valid UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "message"),
+    [
+        ("rules", "rule", "{not json", "is not a JSON object"),
+        ("rules", "rule", '{"name": "no id", "input": {}}', "has id None, not its row id"),
+        ("rules", "rule", None, "has no input object"),
+        ("signing_certificates", "record", "{}", "has id None, not its row id"),
+    ],
+)
+def test_damaged_store_row_reported(
+    setup: Setup, table: str, column: str, value: str | None, message: str
+) -> None:
+    import sqlite3
+
+    connection = sqlite3.connect(setup.home / "certposture.db")
+    if value is None:
+        (rule_text,) = connection.execute("SELECT rule FROM rules").fetchone()
+        value = json.dumps({**json.loads(rule_text), "input": "linux"})
+    with connection:
+        connection.execute(f"UPDATE {table} SET {column} = ?", (value,))
+    connection.close()
+
+    listing = ["rules", "list"] if table == "rules" else ["ca", "list"]
+    for args in (listing, ["check", "--hostname", "h", "--serial-number", "s"]):
+        code, _, err = run(setup.capsys, setup.home, *args)
+        assert code == 3, args
+        assert message in err
+        assert "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_empty_rule_option_rejected(setup: Setup) -> None:
+    code, _, err = run(setup.capsys, setup.home, "check", "--rule", "", "--hostname", "h")
+    assert code == 2
+    assert "--rule is empty" in err
+
+
+def test_output_keeps_file_mode(setup: Setup) -> None:
+    target = setup.tmp_path / "facts.json"
+    target.write_text("{}")
+    target.chmod(0o640)
+    assert run(setup.capsys, setup.home, "collect", "--path", setup.cert_path, "-o", str(target))[0] == 0
+    assert target.stat().st_mode & 0o777 == 0o640
+    new = setup.tmp_path / "new.json"
+    assert run(setup.capsys, setup.home, "collect", "--path", setup.cert_path, "-o", str(new))[0] == 0
+    assert new.stat().st_mode & 0o777 == 0o644
+
+
+def test_trusted_certificate_gets_conversion_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pem = make_ca("Device CA").cert_pem().replace(b"CERTIFICATE-----", b"TRUSTED CERTIFICATE-----")
+    (tmp_path / "trusted.pem").write_bytes(pem)
+    code, _, err = run(capsys, tmp_path / "home", "ca", "add", str(tmp_path / "trusted.pem"))
+    assert code == 2
+    assert "openssl x509 -in FILE -out ca.pem" in err

@@ -162,6 +162,14 @@ def test_add_cloudflare_envelope(
             "input.extended_key_usage: must be a list (got the string 'clientAuth')",
         ),
         (lambda r: r.update(id="../../etc/passwd"), "id: '../../etc/passwd' is not a valid id"),
+        (
+            lambda r: r["input"].update(locations={"paths": ["//"]}),
+            "path '//' is not normalized; write '/'",
+        ),
+        (
+            lambda r: r["input"].update(locations={"paths": ["//etc/pki"]}),
+            "path '//etc/pki' is not normalized; write '/etc/pki'",
+        ),
     ],
 )
 def test_add_rejects_invalid_field(
