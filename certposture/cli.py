@@ -86,8 +86,8 @@ def _global_options(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # cryptography warns about RFC 5280 violations such as negative serial numbers, which
-    # real CA bundles contain; the certificates are still collected, so show this only with -v.
+    # cryptography warns about RFC 5280 violations such as the negative serial numbers in real
+    # CA bundles. The certificates are still collected, so these warnings show only with -v.
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
 

@@ -170,7 +170,7 @@ def validate_rules(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Validate rule documents; return the normalized rules and one message per problem.
 
-    Rules without an ``id`` get a new UUID. ``certificate_exists`` tells whether a
+    Rules without an ``id`` get a new UUID. ``certificate_exists`` returns whether a
     signing certificate id is stored.
     """
     rules: list[dict[str, Any]] = []

@@ -71,7 +71,7 @@ def parse_signing_certificate(raw: bytes, source: str) -> SigningCertificateInpu
 
 
 def check_is_ca(certificate: x509.Certificate, source: str) -> None:
-    """Raise InputError unless basicConstraints says CA and keyUsage, when present, allows keyCertSign."""
+    """Raise InputError unless basicConstraints marks a CA and keyUsage, when present, allows keyCertSign."""
     try:
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -127,7 +127,7 @@ def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, Priva
     labels = [block.group(1) for block in blocks]
     if b"TRUSTED CERTIFICATE" in labels:
         raise InputError(
-            f"{source}: holds an OpenSSL TRUSTED CERTIFICATE, which carries trust settings; "
+            f"{source}: contains an OpenSSL TRUSTED CERTIFICATE, which carries trust settings; "
             "convert it with `openssl x509 -in FILE -out ca.pem` and add ca.pem"
         )
     certificate_blocks = [block for block in blocks if block.group(1) in _CERTIFICATE_LABELS]
@@ -135,7 +135,7 @@ def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, Priva
         raise InputError(f"{source}: {_describe_non_certificate(labels)}")
     if len(certificate_blocks) > 1:
         raise InputError(
-            f"{source}: holds {len(certificate_blocks)} certificates; add the signing CA's certificate "
+            f"{source}: contains {len(certificate_blocks)} certificates; add the signing CA's certificate "
             "alone (one `ca add` per certificate)"
         )
 
@@ -157,7 +157,7 @@ def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, Priva
             )
         if label in _PRIVATE_KEY_LABELS:
             if key is not None:
-                raise InputError(f"{source}: holds more than one private key; keep only the CA's key")
+                raise InputError(f"{source}: contains more than one private key; keep only the CA's key")
             try:
                 key = serialization.load_pem_private_key(block.group(0), password=None)
             except (ValueError, TypeError):

@@ -134,7 +134,7 @@ def test_bundle_with_foreign_key_rejected(
         ("garbage", "not a certificate"),
         ("empty", "empty"),
         ("key_only", "private key but no certificate"),
-        ("two_certificates", "holds 2 certificates"),
+        ("two_certificates", "contains 2 certificates"),
         ("truncated", "no complete BEGIN/END block"),
     ],
 )
