@@ -124,8 +124,9 @@ def ca_add(
         )
     record, added = _store().add_signing_certificate(parsed, name, keep_private_key, certificate_id)
     if not added:
+        kept = " (its private key is now kept)" if keep_private_key and parsed.private_key_pem else ""
         typer.echo(
-            f"note: certificate already stored as {record['id']}; certificate not added again", err=True
+            f"note: certificate already stored as {record['id']}; certificate not added again{kept}", err=True
         )
     emit(render_json(record).encode())
 

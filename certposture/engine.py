@@ -86,6 +86,9 @@ def evaluate(
         raw = engine.eval_rule(RESULTS_QUERY)
     except RuntimeError as error:
         raise PolicyError(f"policy evaluation failed: {describe_engine_error(error)}") from None
+    except TypeError as error:
+        # orjson rejects integers beyond 64 bits, which the facts schema bounds but stored rules do not.
+        raise PolicyError(f"policy input cannot be encoded as JSON: {error}") from None
 
     results = _check_results(raw, config["rules"])
     logger.debug("evaluated %d rule(s)", len(results))

@@ -76,8 +76,11 @@ def write_atomically(path: str, data: bytes) -> None:
     if path == "":
         raise InputError("output file name is empty; give a FILE or leave out -o to write to standard output")
     target = Path(os.path.realpath(path))
-    # A new file gets the usual 0644; a replaced file keeps its mode, so its readers still can read it.
-    mode = 0o644
+    # A new file gets 0666 less the umask, as open() would give it; a replaced file keeps its
+    # permission bits (not setuid or setgid), so its readers still can read it.
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
     try:
         info = target.stat()
     except FileNotFoundError:
@@ -87,7 +90,7 @@ def write_atomically(path: str, data: bytes) -> None:
     else:
         if not stat.S_ISREG(info.st_mode):
             raise InputError(f"cannot write {path}: it exists and is not a regular file; give a file path")
-        mode = stat.S_IMODE(info.st_mode)
+        mode = stat.S_IMODE(info.st_mode) & 0o777
 
     temporary = None
     try:

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION: Final = 1
 
@@ -86,12 +94,12 @@ class SubjectAlternativeNames(_Model):
     email: list[str] = Field(default_factory=list)
     uri: list[str] = Field(default_factory=list)
     ip: list[str] = Field(default_factory=list)
-    other_name_count: int = 0
+    other_name_count: int = Field(default=0, ge=0, le=1_000_000)
 
 
 class PublicKey(_Model):
     algorithm: Literal["rsa", "ec", "ed25519", "ed448", "dsa", "unknown"]
-    size: int | None = None
+    size: int | None = Field(default=None, ge=0, le=1_000_000)
     curve: str | None = None
 
 
@@ -123,7 +131,7 @@ class PrivateKey(_Model):
 
 class Certificate(_Model):
     source: CertificateSource
-    fingerprint_sha256: str
+    fingerprint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     subject: Name
     issuer: IssuerName
     serial_number: str
@@ -153,6 +161,15 @@ class CollectionError(_Model):
 
 class Facts(_Model):
     schema_version: Literal[1]
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: object) -> object:
+        # JSON true equals 1 in Python, so a Literal[1] alone would accept it.
+        if type(value) is not int:
+            raise ValueError("schema_version must be the integer 1")
+        return value
+
     collected_at: UtcDatetime
     collector: CollectorInfo
     device: Device

@@ -198,6 +198,10 @@ def test_certificate_valid_until_9999_passes(tmp_path: Path, capsys: pytest.Capt
         lambda f: f.update(schema_version=2),
         lambda f: f["certificates"][0].update(signed_by="all"),
         lambda f: f["certificates"][0].update(trusted=True),
+        lambda f: f.update(schema_version=True),
+        lambda f: f["certificates"][0]["public_key"].update(size=2**64),
+        lambda f: f["certificates"][0]["public_key"].update(size=-5),
+        lambda f: f["certificates"][0].update(fingerprint_sha256=""),
     ],
 )
 def test_tampered_facts_fail_closed(tmp_path: Path, capsys: pytest.CaptureFixture[str], change: Any) -> None:
@@ -462,9 +466,14 @@ def test_output_keeps_file_mode(setup: Setup) -> None:
     target.chmod(0o640)
     assert run(setup.capsys, setup.home, "collect", "--path", setup.cert_path, "-o", str(target))[0] == 0
     assert target.stat().st_mode & 0o777 == 0o640
-    new = setup.tmp_path / "new.json"
-    assert run(setup.capsys, setup.home, "collect", "--path", setup.cert_path, "-o", str(new))[0] == 0
-    assert new.stat().st_mode & 0o777 == 0o644
+    for umask, expected in ((0o022, 0o644), (0o077, 0o600)):
+        new = setup.tmp_path / f"new-{umask:o}.json"
+        previous = os.umask(umask)
+        try:
+            assert run(setup.capsys, setup.home, "collect", "--path", setup.cert_path, "-o", str(new))[0] == 0
+        finally:
+            os.umask(previous)
+        assert new.stat().st_mode & 0o777 == expected
 
 
 def test_trusted_certificate_gets_conversion_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -400,11 +400,11 @@ _key_in_scope(private_key, scope) if {
 }
 
 _private_key_missing_message(collector_reason) := sprintf(
-	"no private key matching the certificate was found on the device (%s)",
+	"no private key matching the certificate was found in the collected locations (%s)",
 	[collector_reason],
 ) if {
 	_text(collector_reason) != ""
-} else := "no private key matching the certificate was found on the device"
+} else := "no private key matching the certificate was found in the collected locations"
 
 # Condition 6: one expected value equals, ignoring case, one DNS, email, URI
 # or IP SAN. otherName values (a UPN, for example) are never compared.
@@ -535,7 +535,7 @@ _in_scope(scope, source_type, location) if {
 }
 
 # A path covers itself and, when it is a directory, every file below it.
-_covers(path, location) if path == location
+_covers(path, location) if trim_suffix(path, "/") == location
 
 _covers(path, location) if startswith(location, concat("", [trim_suffix(path, "/"), "/"]))
 

@@ -423,7 +423,7 @@ test_fail_private_key_missing if {
 	_reasons(_result(_input, [cert])) == [{
 		"condition": "private_key",
 		"code": "private_key_missing",
-		"message": "no private key matching the certificate was found on the device (no key file in the rule's paths matches the certificate's public key)",
+		"message": "no private key matching the certificate was found in the collected locations (no key file in the rule's paths matches the certificate's public key)",
 		"expected": "present",
 		"actual": "missing",
 	}]
@@ -432,7 +432,7 @@ test_fail_private_key_missing if {
 test_fail_private_key_missing_without_reason if {
 	cert := _with_cert({"private_key": {"present": false, "status": "missing", "location": null, "reason": null}})
 
-	_reasons(_result(_input, [cert]))[0].message == "no private key matching the certificate was found on the device"
+	_reasons(_result(_input, [cert]))[0].message == "no private key matching the certificate was found in the collected locations"
 }
 
 test_fail_private_key_unverified if {
@@ -456,6 +456,11 @@ test_success_private_key_not_checked if {
 	cert := _with_cert({"private_key": {"present": false, "status": "missing", "location": null, "reason": null}})
 
 	_passes(_with_input({"check_private_key": false}), [cert])
+}
+
+test_success_file_path_with_trailing_slash if {
+	rule_input := _with_input({"locations": {"paths": [concat("", [_pem_path, "/"])]}})
+	_passes(rule_input, [_cert])
 }
 
 test_success_private_key_in_other_rule_path if {
