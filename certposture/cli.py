@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         except UnicodeEncodeError:
             # Results and facts are JSON, which cannot carry bytes that are not UTF-8.
             shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            typer.echo(f"error: argument {printable(shown)!r} is not valid UTF-8; pass UTF-8 text", err=True)
+            typer.echo(f"error: argument '{printable(shown)}' is not valid UTF-8; pass UTF-8 text", err=True)
             return 2
 
     command = typer.main.get_command(app)
