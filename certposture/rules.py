@@ -31,6 +31,7 @@ EXTENDED_KEY_USAGES = {"clientAuth": "1.3.6.1.5.5.7.3.2", "emailProtection": "1.
 TRUST_STORES = ("system", "user")
 VARIABLES = ("serial_number", "hostname")
 
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _DURATION = re.compile(r"^[1-9][0-9]*[smhd]$")
 
@@ -109,7 +110,7 @@ class MatchEntry(_Model):
 
 
 class Rule(_Model):
-    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    id: str | None = Field(default=None, pattern=ID_PATTERN)
     name: str = Field(min_length=1)
     description: str | None = None
     type: Literal["client_certificate_v2"]

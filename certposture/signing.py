@@ -9,7 +9,6 @@ what to pass instead. Error messages never contain key material.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,10 +95,6 @@ def check_is_ca(certificate: x509.Certificate, source: str) -> None:
             f"{source}: certificate {certificate.subject.rfc4514_string()!r} has a keyUsage extension "
             "without keyCertSign, so it cannot sign certificates; pass the signing CA's certificate"
         )
-
-
-def fingerprint_sha256(certificate: x509.Certificate) -> str:
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _unescape_one_line_pem(data: bytes) -> bytes:

@@ -25,13 +25,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certposture.errors import InputError, NotFoundError, StoreError
-from certposture.signing import SigningCertificateInput, fingerprint_sha256
+from certposture.rules import ID_PATTERN
+from certposture.signing import SigningCertificateInput
 from collector.facts import format_utc
+from collector.x509facts import fingerprint_sha256
 
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "certposture.db"
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signing_certificates (
@@ -181,7 +182,7 @@ class Store:
                 return self._add_private_key(existing, parsed.private_key_pem), False
             return existing, False
         if certificate_id is not None:
-            if not _ID.match(certificate_id):
+            if not re.fullmatch(ID_PATTERN, certificate_id):
                 raise InputError(
                     f"--id {certificate_id!r} is not a valid id; use letters, digits, '-' and '_' (at most 64)"
                 )
