@@ -124,9 +124,10 @@ def ca_add(
         )
     record, added = _store().add_signing_certificate(parsed, name, keep_private_key, certificate_id)
     if not added:
-        kept = " (its private key is now kept)" if keep_private_key and parsed.private_key_pem else ""
+        key_note = " (its private key is now kept)" if keep_private_key and parsed.private_key_pem else ""
         typer.echo(
-            f"note: certificate already stored as {record['id']}; certificate not added again{kept}", err=True
+            f"note: certificate already stored as {record['id']}; certificate not added again{key_note}",
+            err=True,
         )
     emit(render_json(record).encode())
 
@@ -328,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
             argument.encode("utf-8")
         except UnicodeEncodeError:
             # Results and facts are JSON, which cannot carry bytes that are not UTF-8.
-            shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            typer.echo(f"error: argument '{printable(shown)}' is not valid UTF-8; pass UTF-8 text", err=True)
+            escaped = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            typer.echo(
+                f"error: argument '{printable(escaped)}' is not valid UTF-8; pass UTF-8 text", err=True
+            )
             return 2
 
     command = typer.main.get_command(app)

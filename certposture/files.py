@@ -76,8 +76,8 @@ def write_atomically(path: str, data: bytes) -> None:
     if path == "":
         raise InputError("output file name is empty; give a FILE or leave out -o to write to standard output")
     target = Path(os.path.realpath(path))
-    # A new file gets 0666 less the umask, as open() would give it; a replaced file keeps its
-    # permission bits (not setuid or setgid), so its readers still can read it.
+    # A new file gets 0666 less the umask, as open() would give it. A replaced file keeps its
+    # permission bits, without setuid or setgid, so that its readers can still read it.
     umask = os.umask(0)
     os.umask(umask)
     mode = 0o666 & ~umask

@@ -48,7 +48,7 @@ def _result_details(result: dict[str, Any]) -> list[str]:
     for fingerprint in result.get("matched_certificates", []):
         details.append(f"matched {subjects.get(fingerprint) or fingerprint} ({fingerprint[:16]}…)")
     for reason in result.get("reasons", []):
-        # Each candidate's own reasons follow, which say more than this rule-level summary.
+        # Skipped because each candidate's own reasons follow and are more specific than this summary.
         if reason["code"] != "no_matching_certificate":
             details.append(f"{reason['code']}: {reason['message']}")
     if result["status"] != "passed":

@@ -68,9 +68,9 @@ class CollectorInfo(_Model):
 class CertificateSource(_Model):
     """Where a certificate was found.
 
-    ``type`` is the source module (``pem``, ``nssdb``, ``keychain``,
-    ``windows``); ``location`` is the file path, database directory or store
-    name; ``label`` is the nickname or friendly name where the source has one.
+    ``type`` is the source module: ``pem``, ``nssdb``, ``keychain`` or
+    ``windows``. ``location`` is the file path, database directory or store
+    name. ``label`` is the nickname or friendly name where the source has one.
     """
 
     type: Literal["pem", "nssdb", "keychain", "windows"]
@@ -107,7 +107,7 @@ PrivateKeyStatus = Literal["present", "missing", "unverified"]
 
 
 class PrivateKey(_Model):
-    """Evidence that the device holds the certificate's private key.
+    """Evidence that the device has the certificate's private key.
 
     ``present`` is true only when a key whose public half equals the
     certificate's public key was found: a key file (PEM), or a private-key

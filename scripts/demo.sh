@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Demo of the whole check in a temporary home: a signing CA and a device certificate made with
-# openssl, the device certificate imported into a new NSS database with certutil/pk12util and kept
-# as a PEM pair, the CA stored, two rules stored, then `collect | evaluate` shown as a table.
+# Demo of the whole check in a temporary home. openssl makes a signing CA and a device certificate.
+# certutil and pk12util import the device certificate into a new NSS database, and a PEM pair is kept.
+# The CLI stores the CA and two rules, then shows `collect | evaluate` as a table.
 # One rule passes; the other requires the emailProtection EKU the certificate lacks, so it fails.
 set -euo pipefail
 

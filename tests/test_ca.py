@@ -109,8 +109,8 @@ def test_bundle_key_kept_with_mode_0600(
     stored = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
     assert stored.public_key() == ca.key.public_key()
     assert "PRIVATE KEY" not in out + err
-    _, shown, _ = run(capsys, tmp_path / "home", "ca", "show", record["id"])
-    assert "PRIVATE KEY" not in shown
+    _, show_output, _ = run(capsys, tmp_path / "home", "ca", "show", record["id"])
+    assert "PRIVATE KEY" not in show_output
 
 
 def test_bundle_with_foreign_key_rejected(

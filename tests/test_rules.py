@@ -246,9 +246,9 @@ def test_validate_does_not_store(
 def test_show_and_remove(tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], ca_id: str) -> None:
     _, out, _ = add(tmp_path, home, capsys, linux_rule(ca_id))
     rule_id = out.strip()
-    code, shown, _ = run(capsys, home, "rules", "show", rule_id)
+    code, show_output, _ = run(capsys, home, "rules", "show", rule_id)
     assert code == 0
-    assert json.loads(shown)["id"] == rule_id
+    assert json.loads(show_output)["id"] == rule_id
     assert run(capsys, home, "rules", "remove", rule_id)[0] == 0
     code, _, err = run(capsys, home, "rules", "show", rule_id)
     assert code == 2

@@ -130,8 +130,8 @@ def _list_files(paths: Sequence[str], errors: list[CollectionError]) -> list[tup
             errors.append(_error(raw_path, "open", "empty path; give a certificate file or directory"))
             continue
         if not _is_utf8(raw_path):
-            shown = _escaped(raw_path)
-            errors.append(_error(shown, "open", f"path {shown} is not valid UTF-8; rename it"))
+            escaped = _escaped(raw_path)
+            errors.append(_error(escaped, "open", f"path {escaped} is not valid UTF-8; rename it"))
             continue
         path = os.path.abspath(raw_path)
         if os.path.isdir(path):
@@ -168,8 +168,10 @@ def _scan_directory(top: str, errors: list[CollectionError]) -> Iterator[str]:
             path = os.path.join(directory, filename)
             if not _is_utf8(path):
                 # Facts are JSON, which cannot hold these bytes; the file is reported, not read.
-                shown = _escaped(path)
-                errors.append(_error(shown, "open", f"file name {shown} is not valid UTF-8; rename the file"))
+                escaped = _escaped(path)
+                errors.append(
+                    _error(escaped, "open", f"file name {escaped} is not valid UTF-8; rename the file")
+                )
                 continue
             yield path
 
