@@ -15,7 +15,9 @@ from typing import Annotated, Any
 import typer
 
 from certposture import __version__, posture
+from certposture.engine import extra_policy_dirs
 from certposture.errors import CertpostureError, FactsError, InputError
+from certposture.explain import render_explanation
 from certposture.files import MAX_FACTS_INPUT, MAX_SMALL_INPUT, emit, read_input, write_atomically
 from certposture.report import FORMATS, printable, render_json, render_records_table, render_results_table
 from certposture.rules import parse_rules_document, validate_rules
@@ -229,6 +231,13 @@ SerialOption = Annotated[str | None, typer.Option(help="Serial number to report 
 AtOption = Annotated[
     str | None, typer.Option("--at", help="Evaluation time, RFC 3339 (2026-12-04T19:00:00Z); default now.")
 ]
+PolicyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--policy",
+        help="Folder (or .rego file) of extra policies loaded beside the shipped ones; repeatable.",
+    ),
+]
 
 
 def _collect(
@@ -246,6 +255,15 @@ def _collect(
     return facts
 
 
+FACTS_FORMATS = ("json", "opa-input")
+
+
+def _check_facts_format(value: str) -> str:
+    if value not in FACTS_FORMATS:
+        raise typer.BadParameter(f"{value!r} is not a format; choose one of: {', '.join(FACTS_FORMATS)}")
+    return value
+
+
 @app.command("collect")
 def collect_command(
     rule: RuleOption = None,
@@ -256,10 +274,20 @@ def collect_command(
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Write facts to FILE, not stdout.")
     ] = None,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            callback=_check_facts_format,
+            help='json (the facts document) or opa-input ({"input": facts}, for OPA\'s REST API).',
+        ),
+    ] = "json",
 ) -> None:
     """Collect client-certificate facts on this device and print them as JSON."""
     facts = _collect(rule, path, nssdb, hostname, serial_number)
     data = dump_facts(facts)
+    if output_format == "opa-input":
+        data = b'{"input":' + data.rstrip(b"\n") + b"}\n"
     if output is not None:
         write_atomically(output, data)
     else:
@@ -279,15 +307,14 @@ def _report(document: dict[str, Any], errors: list[CertpostureError], output_for
     raise typer.Exit(code)
 
 
-@app.command("evaluate")
-def evaluate_command(
-    facts_file: Annotated[str, typer.Argument(metavar="[FACTS|-]", help="Facts JSON file; default -.")] = "-",
-    at: AtOption = None,
-    rule: RuleOption = None,
-    output_format: FormatOption = "json",
-) -> None:
-    """Evaluate facts against the stored rules and print the results."""
+FactsArgument = Annotated[str, typer.Argument(metavar="[FACTS|-]", help="Facts JSON file; default -.")]
+
+
+def _evaluate_file(
+    facts_file: str, at: str | None, rule: str | None, policy: list[str] | None, explain: bool
+) -> tuple[dict[str, Any], list[CertpostureError]]:
     evaluated_at = posture.parse_time(at) if at is not None else None
+    extra_policies = extra_policy_dirs(policy or [])
     facts = None
     facts_error: CertpostureError | None = None
     try:
@@ -298,10 +325,63 @@ def evaluate_command(
         facts_error = FactsError(str(read_error))
     except CertpostureError as parse_error:
         facts_error = parse_error
-    document, errors = posture.evaluate_facts(
-        _store(), facts, at=evaluated_at, rule_id=rule, facts_error=facts_error
+    return posture.evaluate_facts(
+        _store(),
+        facts,
+        at=evaluated_at,
+        rule_id=rule,
+        facts_error=facts_error,
+        extra_policies=extra_policies,
+        explain=explain,
     )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    facts_file: FactsArgument = "-",
+    at: AtOption = None,
+    rule: RuleOption = None,
+    policy: PolicyOption = None,
+    output_format: FormatOption = "json",
+) -> None:
+    """Evaluate facts against the stored rules and print the results."""
+    document, errors = _evaluate_file(facts_file, at, rule, policy, explain=False)
     _report(document, errors, output_format)
+
+
+EXPLAIN_FORMATS = ("text", "json")
+
+
+def _check_explain_format(value: str) -> str:
+    if value not in EXPLAIN_FORMATS:
+        raise typer.BadParameter(f"{value!r} is not a format; choose one of: {', '.join(EXPLAIN_FORMATS)}")
+    return value
+
+
+@app.command("explain")
+def explain_command(
+    facts_file: FactsArgument = "-",
+    rule: RuleOption = None,
+    at: AtOption = None,
+    policy: PolicyOption = None,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            callback=_check_explain_format,
+            help="text, or json (the results with a conditions list in each candidate).",
+        ),
+    ] = "text",
+) -> None:
+    """Show why each rule passes or fails: every candidate, every condition, expected beside actual."""
+    document, errors = _evaluate_file(facts_file, at, rule, policy, explain=True)
+    if output_format == "json":
+        emit(render_json(document).encode())
+    else:
+        emit(render_explanation(document).encode())
+    for error in dict.fromkeys(str(error) for error in errors):
+        typer.echo(f"error: {printable(error)}", err=True)
+    raise typer.Exit(posture.exit_code(document["results"]))
 
 
 @app.command("check")
@@ -312,12 +392,16 @@ def check_command(
     hostname: HostnameOption = None,
     serial_number: SerialOption = None,
     at: AtOption = None,
+    policy: PolicyOption = None,
     output_format: FormatOption = "json",
 ) -> None:
     """Collect facts on this device and evaluate them in one process."""
     evaluated_at = posture.parse_time(at) if at is not None else None
+    extra_policies = extra_policy_dirs(policy or [])
     facts = _collect(rule, path, nssdb, hostname, serial_number)
-    document, errors = posture.evaluate_facts(_store(), facts, at=evaluated_at, rule_id=rule)
+    document, errors = posture.evaluate_facts(
+        _store(), facts, at=evaluated_at, rule_id=rule, extra_policies=extra_policies
+    )
     _report(document, errors, output_format)
 
 

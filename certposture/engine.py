@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import regorus
 
-from certposture.errors import PolicyError
+from certposture.errors import InputError, PolicyError
 from collector.facts import Facts, format_utc
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ _ENGINE_LOCATION = re.compile(r"-->\s*(\S+:\d+:\d+)")
 _ENGINE_MESSAGE = re.compile(r"^error:\s*(.+)$", re.MULTILINE)
 
 
-def shipped_policy_dir() -> Path:
-    """Return the folder of the shipped ``.rego`` files: inside the wheel, or ``policies/`` in a source tree."""
+def _policy_root() -> Path:
+    """Return the ``policies`` folder: inside the wheel, or at the top of a source tree."""
     packaged = Path(__file__).resolve().parent / "policies"
     if packaged.is_dir():
         return packaged
@@ -43,28 +43,80 @@ def shipped_policy_dir() -> Path:
     raise PolicyError(f"shipped policies not found in {packaged} or {source_tree}; reinstall certposture")
 
 
+def shipped_policy_dir() -> Path:
+    """Return the folder of the policies that every evaluation loads (``policies/certposture``)."""
+    return _policy_root() / "certposture"
+
+
+def examples_dir() -> Path:
+    """Return the folder of the example extra conditions (``policies/examples``), loaded only with ``--policy``."""
+    return _policy_root() / "examples"
+
+
 def policy_files(directories: Iterable[Path]) -> list[Path]:
-    """Return the non-test ``.rego`` files under ``directories``, sorted for a stable load order."""
+    """Return the non-test ``.rego`` files under ``directories`` (folders or single files), in a stable load order."""
     files: list[Path] = []
     for directory in directories:
-        files.extend(
-            path for path in sorted(directory.rglob("*.rego")) if not path.name.endswith("_test.rego")
-        )
+        candidates = sorted(directory.rglob("*.rego")) if directory.is_dir() else [directory]
+        files.extend(path for path in candidates if not path.name.endswith("_test.rego"))
     return files
+
+
+def extra_policy_dirs(values: Sequence[str]) -> list[Path]:
+    """Check the ``--policy`` values: each must be a ``.rego`` file or a folder with at least one."""
+    directories: list[Path] = []
+    for value in values:
+        if not value.strip():
+            raise InputError("--policy is empty; give a folder of .rego files (an unset shell variable?)")
+        path = Path(value)
+        if path.is_dir():
+            if not policy_files([path]):
+                raise InputError(f"--policy {value}: no .rego files outside *_test.rego in this folder")
+        elif path.is_file():
+            if path.suffix != ".rego":
+                raise InputError(f"--policy {value}: not a .rego file; give a folder of .rego files")
+        else:
+            raise InputError(f"--policy {value}: no such file or folder; give a folder of .rego files")
+        directories.append(path)
+    return directories
+
+
+def load_policies(engine: Any, directories: Sequence[Path]) -> None:
+    """Add the non-test policies of ``directories`` to ``engine``; a file that does not parse is a PolicyError."""
+    for path in policy_files(directories):
+        try:
+            engine.add_policy_from_file(str(path))
+        except RuntimeError as error:
+            raise PolicyError(f"policy {path} cannot be loaded: {describe_engine_error(error)}") from None
+        except OSError as error:
+            raise PolicyError(f"policy {path} cannot be read: {error.strerror}") from None
+
+
+def check_policies(extra_dirs: Sequence[Path]) -> None:
+    """Load the shipped and extra policies once, so that a broken extra file is reported before evaluation."""
+    load_policies(regorus.Engine(), [shipped_policy_dir(), *extra_dirs])
 
 
 def build_config(
     rules: Sequence[dict[str, Any]],
     signing_certificates: Sequence[dict[str, Any]],
     evaluated_at: datetime | None,
+    *,
+    explain: bool = False,
 ) -> dict[str, Any]:
-    """Build the ``data.certposture_config`` document the policies read."""
+    """Build the ``data.certposture_config`` document the policies read.
+
+    With ``explain``, each candidate in the results also lists every condition
+    with its status, expected and actual values.
+    """
     config: dict[str, Any] = {
         "rules": list(rules),
         "signing_certificates": {record["id"]: record for record in signing_certificates},
     }
     if evaluated_at is not None:
         config["evaluated_at"] = format_utc(evaluated_at)
+    if explain:
+        config["explain"] = True
     return config
 
 
@@ -74,11 +126,7 @@ def evaluate(
     """Evaluate ``facts`` against every rule in ``config``; return one result per rule, in rule order."""
     directories = list(policy_dirs) if policy_dirs is not None else [shipped_policy_dir()]
     engine = regorus.Engine()
-    for path in policy_files(directories):
-        try:
-            engine.add_policy_from_file(str(path))
-        except RuntimeError as error:
-            raise PolicyError(f"policy {path} cannot be loaded: {describe_engine_error(error)}") from None
+    load_policies(engine, directories)
 
     try:
         engine.add_data_json(orjson.dumps({CONFIG_ROOT: config}).decode())
@@ -135,8 +183,9 @@ _RESULT_KEYS = (
     "reasons",
     "errors",
 )
-_CANDIDATE_KEYS = ("fingerprint_sha256", "subject", "source", "passed", "reasons")
+_CANDIDATE_KEYS = ("fingerprint_sha256", "subject", "source", "passed", "reasons", "conditions")
 _REASON_KEYS = ("condition", "code", "message", "expected", "actual")
+_CONDITION_KEYS = ("condition", "status", "expected", "actual")
 
 
 def _ordered(value: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
@@ -148,13 +197,15 @@ def _ordered(value: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
 def _ordered_result(result: dict[str, Any]) -> dict[str, Any]:
     ordered = _ordered(result, _RESULT_KEYS)
     ordered["reasons"] = [_ordered(reason, _REASON_KEYS) for reason in result.get("reasons", [])]
-    ordered["candidates"] = [
-        {
-            **_ordered(candidate, _CANDIDATE_KEYS),
-            "reasons": [_ordered(reason, _REASON_KEYS) for reason in candidate.get("reasons", [])],
-        }
-        for candidate in result.get("candidates", [])
-    ]
+    ordered["candidates"] = [_ordered_candidate(candidate) for candidate in result.get("candidates", [])]
+    return ordered
+
+
+def _ordered_candidate(candidate: dict[str, Any]) -> dict[str, Any]:
+    ordered = _ordered(candidate, _CANDIDATE_KEYS)
+    ordered["reasons"] = [_ordered(reason, _REASON_KEYS) for reason in candidate.get("reasons", [])]
+    if "conditions" in candidate:
+        ordered["conditions"] = [_ordered(item, _CONDITION_KEYS) for item in candidate["conditions"]]
     return ordered
 
 

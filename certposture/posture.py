@@ -133,8 +133,13 @@ def evaluate_facts(
     at: datetime | None,
     rule_id: str | None = None,
     facts_error: CertpostureError | None = None,
+    extra_policies: Sequence[Path] = (),
+    explain: bool = False,
 ) -> tuple[dict[str, Any], list[CertpostureError]]:
     """Evaluate facts against the stored rules; return the results document and the errors met.
+
+    ``extra_policies`` are folders or files of Rego loaded beside the shipped
+    policies; ``explain`` adds every condition's outcome to each candidate.
 
     When the facts are missing (``facts_error`` given), every rule is reported
     with status ``error`` so that nothing passes. When the policies fail, each
@@ -144,6 +149,9 @@ def evaluate_facts(
     rules = _selected_rules(store, rule_id)
     if not rules:
         raise InputError("no rules stored; add one with `certposture rules add FILE`")
+    policy_dirs = [engine.shipped_policy_dir(), *extra_policies]
+    if extra_policies:
+        engine.check_policies(extra_policies)
     evaluated_at = at or datetime.now(UTC)
     device: dict[str, str | None] = {"hostname": None, "serial_number": None}
     if facts is not None:
@@ -157,13 +165,14 @@ def evaluate_facts(
     else:
         signing_certificates = store.list_signing_certificates()
         try:
-            results = engine.evaluate(facts, engine.build_config(rules, signing_certificates, evaluated_at))
+            config = engine.build_config(rules, signing_certificates, evaluated_at, explain=explain)
+            results = engine.evaluate(facts, config, policy_dirs)
         except CertpostureError:
             results = []
             for rule in rules:
                 try:
-                    config = engine.build_config([rule], signing_certificates, evaluated_at)
-                    results.extend(engine.evaluate(facts, config))
+                    config = engine.build_config([rule], signing_certificates, evaluated_at, explain=explain)
+                    results.extend(engine.evaluate(facts, config, policy_dirs))
                 except CertpostureError as rule_error:
                     errors.append(rule_error)
                     results.append(_error_result(rule, rule_error))

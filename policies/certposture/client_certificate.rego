@@ -69,9 +69,9 @@ _outcome(rule, facts, config, now_ns) := _rule_error([reason(
 } else := _rule_error(problems) if {
 	problems := _rule_problems(object.get(rule, "input", null))
 	count(problems) > 0
-} else := _outcome_for_input(rule.input, facts, config, now_ns)
+} else := _outcome_for_input(rule, rule.input, facts, config, now_ns)
 
-_outcome_for_input(rule_input, facts, config, now_ns) := _outcome_with(
+_outcome_for_input(rule, rule_input, facts, config, now_ns) := _outcome_with(
 	"not_applicable",
 	[reason(
 		"operating_system",
@@ -111,7 +111,7 @@ _outcome_for_input(rule_input, facts, config, now_ns) := _outcome_with(
 ) if {
 	missing := _variable_reasons(rule_input, facts.device)
 	count(missing) > 0
-} else := _evaluate(rule_input, facts, config, now_ns)
+} else := _evaluate(rule, rule_input, facts, config, now_ns)
 
 _rule_error(reasons) := _outcome_with("error", reasons, [], [])
 
@@ -131,10 +131,10 @@ _signing_certificate_known(id, config) if {
 	_value_or(_value_or(config, "signing_certificates", {}), id, null) != null
 }
 
-_evaluate(rule_input, facts, config, now_ns) := _outcome_with(status, reasons, candidates, errors) if {
+_evaluate(rule, rule_input, facts, config, now_ns) := _outcome_with(status, reasons, candidates, errors) if {
 	scope := _scope(rule_input)
 	errors := _relevant_errors(scope, _list(facts, "errors"))
-	checks := _checks(rule_input, facts.device, config)
+	checks := _checks(rule, rule_input, facts.device, config, now_ns)
 	candidates := _sorted_candidates([_candidate(certificate, checks, now_ns) |
 		some certificate in _candidates(scope, _list(facts, "certificates"))
 	])
@@ -177,8 +177,14 @@ _no_match_message(candidate_count) := sprintf(
 }
 
 # The expected values of each condition, with template variables substituted,
-# computed once per rule instead of once per certificate.
-_checks(rule_input, device, config) := {
+# computed once per rule instead of once per certificate. rule, device and
+# evaluated_at are what extra conditions see; explain asks for a record of
+# every condition in each candidate.
+_checks(rule, rule_input, device, config, now_ns) := {
+	"rule": rule,
+	"device": device,
+	"evaluated_at": format_time(now_ns),
+	"explain": _value_or(config, "explain", false) == true,
 	"certificate_id": rule_input.certificate_id,
 	"signing_certificate": config.signing_certificates[rule_input.certificate_id],
 	"cn": _substitute(_value_or(rule_input, "cn", ""), device),
@@ -190,30 +196,89 @@ _checks(rule_input, device, config) := {
 	],
 }
 
-_candidate(certificate, checks, now_ns) := {
-	"fingerprint_sha256": certificate.fingerprint_sha256,
-	"subject": certificate.subject.dn,
-	"source": {
-		"type": certificate.source.type,
-		"location": certificate.source.location,
-		"label": object.get(certificate.source, "label", null),
-	},
-	"passed": count(reasons) == 0,
-	"reasons": reasons,
-} if {
-	# Listed in the order of the conditions in the rule format, not sorted.
-	reasons := [item |
-		some reasons_of_condition in [
-			_signer_reasons(certificate, checks),
-			_validity_reasons(certificate, now_ns),
-			_cn_reasons(certificate, checks.cn),
-			_eku_reasons(certificate, checks.extended_key_usage),
-			_private_key_reasons(certificate, checks),
-			_san_reasons(certificate, checks.subject_alternative_names),
-		]
-		some item in reasons_of_condition
-	]
+_candidate(certificate, checks, now_ns) := object.union(candidate, _explanation(outcomes, checks.explain)) if {
+	outcomes := _condition_outcomes(certificate, checks, now_ns)
+	reasons := [item | some outcome in outcomes; some item in outcome.reasons]
+	candidate := {
+		"fingerprint_sha256": certificate.fingerprint_sha256,
+		"subject": certificate.subject.dn,
+		"source": {
+			"type": certificate.source.type,
+			"location": certificate.source.location,
+			"label": object.get(certificate.source, "label", null),
+		},
+		"passed": count(reasons) == 0,
+		"reasons": reasons,
+	}
 }
+
+# Every condition with what it expected, what the certificate has, and the
+# reasons it failed. Listed in the order of the conditions in the rule
+# format, then the extra conditions by name. A condition that the rule does
+# not ask for (no cn, for example) is not checked.
+_condition_outcomes(certificate, checks, now_ns) := array.concat(
+	[
+		_outcome_of(
+			"signer", true,
+			{"certificate_id": checks.certificate_id, "subject": object.get(checks.signing_certificate, "subject", null)},
+			{"issuer": certificate.issuer.dn, "signed_by": _list(certificate, "signed_by")},
+			_signer_reasons(certificate, checks),
+		),
+		_outcome_of(
+			"validity", true,
+			_validity_period(certificate),
+			format_time(now_ns),
+			_validity_reasons(certificate, now_ns),
+		),
+		_outcome_of(
+			"cn", checks.cn != "",
+			checks.cn,
+			_list(certificate.subject, "common_names"),
+			_cn_reasons(certificate, checks.cn),
+		),
+		_outcome_of(
+			"extended_key_usage", count(checks.extended_key_usage) > 0,
+			[{"name": name, "oid": eku_oids[name]} | some name in checks.extended_key_usage],
+			_list(certificate, "extended_key_usage"),
+			_eku_reasons(certificate, checks.extended_key_usage),
+		),
+		_outcome_of(
+			"private_key", checks.check_private_key == true,
+			_expected_key(checks.scope),
+			{"status": certificate.private_key.status, "location": object.get(certificate.private_key, "location", null)},
+			_private_key_reasons(certificate, checks),
+		),
+		_outcome_of(
+			"subject_alternative_names", count(checks.subject_alternative_names) > 0,
+			checks.subject_alternative_names,
+			_san_facts(certificate),
+			_san_reasons(certificate, checks.subject_alternative_names),
+		),
+	],
+	_extra_condition_outcomes(certificate, checks),
+)
+
+_outcome_of(condition, checked, expected, actual, reasons) := {
+	"condition": condition,
+	"status": _condition_status(checked, reasons),
+	"expected": expected,
+	"actual": actual,
+	"reasons": reasons,
+}
+
+_condition_status(false, _) := "not_checked"
+
+_condition_status(true, []) := "passed"
+
+_condition_status(true, reasons) := "failed" if count(reasons) > 0
+
+_expected_key(scope) := {"present": true, "in_paths": scope.paths} if {
+	scope.source == "pem"
+} else := {"present": true}
+
+_explanation(_, false) := {}
+
+_explanation(outcomes, true) := {"conditions": [object.remove(outcome, ["reasons"]) | some outcome in outcomes]}
 
 # Orders candidates by fingerprint, then by where they were found, so the
 # output does not depend on the order of the facts document.
@@ -446,6 +511,70 @@ _san_message(certificate, expected) := sprintf(
 } else := sprintf(
 	"none of the expected SANs %s equals a DNS, email, URI or IP SAN of the certificate (compared case-insensitively)",
 	[_quote_all(expected)],
+)
+
+# Extra conditions, the extension point for policies loaded with --policy.
+# Each package data.certposture.conditions.<name> is one condition named
+# <name>. For every candidate certificate of every rule, its documents are
+# evaluated with input replaced by
+#   {"certificate": <the certificate's facts>, "rule": <the stored rule>,
+#    "device": <facts.device>, "evaluated_at": <RFC 3339 UTC time>}
+# and its rule reasons, a set of objects with a string code and message and
+# optional expected and actual, fails the certificate when it is not empty.
+# Optional rules expected and actual describe the condition in explain output.
+_extra_condition_outcomes(certificate, checks) := [_extra_outcome(name, extensions[name]) |
+	extensions := _extensions(certificate, checks)
+	some name in sort(object.keys(extensions))
+	is_object(extensions[name])
+]
+
+_extensions(certificate, checks) := extensions if {
+	extensions := data.certposture.conditions with input as {
+		"certificate": certificate,
+		"rule": checks.rule,
+		"device": checks.device,
+		"evaluated_at": checks.evaluated_at,
+	}
+	is_object(extensions)
+} else := {}
+
+_extra_outcome(name, extension) := _outcome_of(
+	name,
+	true,
+	object.get(extension, "expected", null),
+	object.get(extension, "actual", null),
+	_extra_reasons(name, object.get(extension, "reasons", [])),
+)
+
+# Sorted by code and message, so that the order does not depend on how an
+# engine orders a set of objects.
+_extra_reasons(name, items) := [_extra_reason(name, listed[key[2]]) |
+	listed := _as_list(items)
+	some key in sort([[_field_text(item, "code"), _field_text(item, "message"), index] |
+		some index, item in listed
+	])
+]
+
+_as_list(items) := [item | some item in items] if {
+	is_set(items)
+} else := items if {
+	is_array(items)
+} else := [items]
+
+_field_text(item, field) := item[field] if {
+	is_object(item)
+	is_string(item[field])
+} else := ""
+
+_extra_reason(name, item) := reason(name, item.code, item.message, object.get(item, "expected", null), object.get(item, "actual", null)) if {
+	_field_text(item, "code") != ""
+	_field_text(item, "message") != ""
+} else := reason(
+	name,
+	"invalid_extension_reason",
+	sprintf("extra condition %s returned a reason that is not an object with a non-empty string code and message", [_quote(name)]),
+	{"code": "string", "message": "string"},
+	item,
 )
 
 # Template variables: ${serial_number} and ${hostname} in cn and SANs.

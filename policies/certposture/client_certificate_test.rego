@@ -938,3 +938,124 @@ test_success_reasons_in_condition_order if {
 		"san_mismatch",
 	]
 }
+
+# Explain: with config.explain, each candidate lists every condition.
+
+_explained(rule_input, certificates) := client_certificate.result(
+	_rule(rule_input),
+	_facts(_device, certificates, []),
+	object.union(_config, {"explain": true}),
+	_now,
+)
+
+_statuses(result) := {item.condition: item.status | some item in result.candidates[0].conditions}
+
+test_explain_off_by_default if {
+	[candidate] := _result(_input, [_cert]).candidates
+	not "conditions" in object.keys(candidate)
+}
+
+test_explain_lists_every_condition_in_order if {
+	result := _explained(_input, [_cert])
+	[item.condition | some item in result.candidates[0].conditions] == [
+		"signer",
+		"validity",
+		"cn",
+		"extended_key_usage",
+		"private_key",
+		"subject_alternative_names",
+	]
+}
+
+test_explain_marks_conditions_the_rule_does_not_ask_for if {
+	_statuses(_explained(object.union(_input, {"check_private_key": false}), [_cert])) == {
+		"signer": "passed",
+		"validity": "passed",
+		"cn": "not_checked",
+		"extended_key_usage": "not_checked",
+		"private_key": "not_checked",
+		"subject_alternative_names": "not_checked",
+	}
+}
+
+test_explain_failed_condition_shows_expected_and_actual if {
+	rule_input := _with_input({"cn": "${serial_number}_other", "extended_key_usage": ["emailProtection"]})
+	cert := _with_cert({"extended_key_usage": ["1.3.6.1.5.5.7.3.2"]})
+	result := _explained(rule_input, [cert])
+	statuses := _statuses(result)
+	statuses.cn == "failed"
+	statuses.extended_key_usage == "failed"
+	statuses.signer == "passed"
+	some cn in result.candidates[0].conditions
+	cn == {
+		"condition": "cn",
+		"status": "failed",
+		"expected": "PF2ABC12_other",
+		"actual": ["PF2ABC12_mycompany"],
+	}
+	some eku in result.candidates[0].conditions
+	eku.condition == "extended_key_usage"
+	eku.expected == [{"name": "emailProtection", "oid": "1.3.6.1.5.5.7.3.4"}]
+	eku.actual == ["1.3.6.1.5.5.7.3.2"]
+}
+
+test_explain_private_key_expects_the_rule_paths if {
+	some item in _explained(_input, [_cert]).candidates[0].conditions
+	item.condition == "private_key"
+	item.expected == {"present": true, "in_paths": [_pem_path]}
+	item.actual == {"status": "present", "location": _pem_path}
+}
+
+# Extra conditions: packages under data.certposture.conditions. Here the
+# document is replaced by literal values; policies/examples tests real packages.
+
+test_extra_condition_reason_fails_candidate if {
+	conditions := {"zz_policy": {"reasons": {{"code": "too_old", "message": "too old", "actual": 1}}}}
+	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
+	result.status == "failed"
+	_reasons(result) == [{
+		"condition": "zz_policy",
+		"code": "too_old",
+		"message": "too old",
+		"expected": null,
+		"actual": 1,
+	}]
+}
+
+test_extra_condition_without_reasons_passes if {
+	conditions := {"quiet": {"reasons": set(), "expected": "x"}}
+	result := _explained(_input, [_cert]) with data.certposture.conditions as conditions
+	result.status == "passed"
+	some item in result.candidates[0].conditions
+	item == {"condition": "quiet", "status": "passed", "expected": "x", "actual": null}
+}
+
+test_extra_conditions_sorted_by_name_after_built_in if {
+	conditions := {"b": {"reasons": set()}, "a": {"reasons": set()}, "c": 1}
+	result := _explained(_input, [_cert]) with data.certposture.conditions as conditions
+	names := [item.condition | some item in result.candidates[0].conditions]
+	array.slice(names, 6, count(names)) == ["a", "b"]
+}
+
+test_extra_reasons_sorted_by_code if {
+	conditions := {"x": {"reasons": {
+		{"code": "b_code", "message": "m"},
+		{"code": "a_code", "message": "m", "expected": {"z": 1}},
+	}}}
+	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
+	_codes(result) == ["a_code", "b_code"]
+}
+
+test_extra_reason_without_code_fails_closed if {
+	conditions := {"x": {"reasons": {{"message": "no code"}}}}
+	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
+	result.status == "failed"
+	_codes(result) == ["invalid_extension_reason"]
+}
+
+test_extra_reasons_not_a_set_fails_closed if {
+	conditions := {"x": {"reasons": "failed"}}
+	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
+	_codes(result) == ["invalid_extension_reason"]
+	_reasons(result)[0].actual == "failed"
+}
