@@ -42,7 +42,7 @@ def _rule_lines(result: dict[str, Any]) -> Iterator[str]:
     for reason in result.get("reasons", []):
         yield f"  {reason['code']}: {reason['message']}"
         if reason["code"] == "no_certificate":
-            yield f"    searched: {_value_text(reason.get('expected'))}"
+            yield f"    searched: {_scope_text(reason.get('expected'))}"
     candidates = result.get("candidates", [])
     if candidates:
         yield f"  {len(candidates)} candidate certificate(s):"
@@ -82,6 +82,16 @@ def _candidate_lines(candidate: dict[str, Any]) -> Iterator[str]:
             yield f"    FAILED      {reason['condition']}: {reason['code']}: {reason['message']}"
 
 
+def _scope_text(scope: Any) -> str:
+    if not isinstance(scope, dict):
+        return _value_text(scope)
+    if scope.get("source") == "pem":
+        return f"PEM and DER files under {_value_text(scope.get('paths'))}"
+    if scope.get("source") == "nssdb":
+        return "the NSS database the collector read"
+    return f"{scope.get('source')} stores {_value_text(scope.get('trust_stores'))}"
+
+
 def _value_text(value: Any) -> str:
     if value is None:
         return "(none)"
@@ -89,4 +99,18 @@ def _value_text(value: Any) -> str:
         return value
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return ", ".join(value) if value else "(none)"
-    return orjson.dumps(value).decode()
+    return orjson.dumps(_reading_order(value)).decode()
+
+
+# Rego returns object keys sorted; these come first, in this order, so that
+# not_before precedes not_after and a status precedes its location.
+_FIRST_KEYS = ("not_before", "not_after", "present", "status", "certificate_id", "issuer", "name", "dns")
+
+
+def _reading_order(value: Any) -> Any:
+    if isinstance(value, dict):
+        keys = [key for key in _FIRST_KEYS if key in value] + [key for key in value if key not in _FIRST_KEYS]
+        return {key: _reading_order(value[key]) for key in keys}
+    if isinstance(value, list):
+        return [_reading_order(item) for item in value]
+    return value
