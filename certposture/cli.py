@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from certposture import __version__, posture
+from certposture.bundle import build_store_bundle
 from certposture.engine import extra_policy_dirs
 from certposture.errors import CertpostureError, FactsError, InputError
 from certposture.explain import render_explanation
@@ -23,6 +24,7 @@ from certposture.report import FORMATS, printable, render_json, render_records_t
 from certposture.rules import parse_rules_document, validate_rules
 from certposture.signing import parse_signing_certificate
 from certposture.store import Store, resolve_home
+from certposture.testcommand import test_command
 from collector.facts import Facts, dump_facts
 
 app = typer.Typer(
@@ -403,6 +405,29 @@ def check_command(
         _store(), facts, at=evaluated_at, rule_id=rule, extra_policies=extra_policies
     )
     _report(document, errors, output_format)
+
+
+@app.command("bundle")
+def bundle_command(
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Bundle file to write (.tar.gz), or - for stdout.")
+    ],
+    policy: PolicyOption = None,
+    revision: Annotated[
+        str | None, typer.Option(help="Revision in the manifest; default a digest of the bundle's content.")
+    ] = None,
+) -> None:
+    """Write an OPA bundle: the policies, the stored rules and the signing-certificate data."""
+    extra_policies = extra_policy_dirs(policy or [])
+    data = build_store_bundle(_store(), extra_policies, revision)
+    if output == "-":
+        emit(data)
+    else:
+        write_atomically(output, data)
+        typer.echo(f"wrote OPA bundle {output} ({len(data)} bytes)", err=True)
+
+
+app.command("test")(test_command)
 
 
 def main(argv: list[str] | None = None) -> int:
