@@ -579,7 +579,9 @@ def test_broken_policy_fails_closed(
     broken = tmp_path / "policies" / "certposture"
     broken.mkdir(parents=True)
     (broken / "posture.rego").write_text("package certposture.posture\n\nresults := [x | x := 1 / 0]\n")
-    monkeypatch.setattr("certposture.engine.shipped_policy_dir", lambda: tmp_path / "policies" / "certposture")
+    monkeypatch.setattr(
+        "certposture.engine.shipped_policy_dir", lambda: tmp_path / "policies" / "certposture"
+    )
 
     code, _, results = cli.check("--path", cert_path, "--path", key_path)
     assert code == 3
