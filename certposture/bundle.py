@@ -1,8 +1,8 @@
 """Build an OPA bundle that carries the policies and the store's rules to an OPA server.
 
-A server that loads the bundle answers ``data.certposture.posture.results``
+A server that loads the bundle evaluates ``data.certposture.posture.results``
 for a facts document given as ``input``, as ``certposture evaluate`` does. The
-bundle holds the same non-test policy files and, in ``data.json``, the same
+bundle contains the same non-test policy files and, in ``data.json``, the same
 ``certposture_config`` document: the rules and the signing-certificate
 records. It has no ``evaluated_at``, so the server checks validity periods
 against its own clock.
@@ -16,8 +16,8 @@ Layout of the gzip-compressed tar archive:
   their path under that folder, or under their file name.
 
 ``*_test.rego`` files are left out, as :func:`certposture.engine.policy_files`
-leaves them out of ``evaluate``. A server never runs them, and they would load
-fixture rules into its ``data`` tree.
+leaves them out of ``evaluate``. A server never runs them, and they would add
+their test packages and fixture values to its ``data`` tree.
 
 The same inputs give the same bytes: entries are sorted, every tar header has
 mtime 0, uid and gid 0, no user or group name and mode 0644, and the gzip
@@ -51,12 +51,12 @@ DATA_PATH = "data.json"
 SHIPPED_PREFIX = "certposture"
 EXTRA_PREFIX = "extra"
 REGO_VERSION = 1
-# Hex digits of the SHA-256 content digest used as the default revision.
+# Number of hex digits of the SHA-256 content digest that make the default revision.
 REVISION_LENGTH = 16
 
 _CONFIG_KEYS = frozenset({"rules", "signing_certificates"})
 _PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-# The first segment of a package is always a plain name; later ones may be quoted (a["b.c"]).
+# The first segment of a package is always a plain name, and only later ones may be quoted (a["b.c"]).
 _PACKAGE_ROOT = re.compile(r"^data\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -95,11 +95,12 @@ def build_bundle(
     ``.rego`` files, added to the shipped policies. ``revision`` defaults to the first
     ``REVISION_LENGTH`` hex digits of a SHA-256 digest of the bundle's files.
 
-    Raises PolicyError when a policy cannot be read or parsed (with
-    ``file:line:col``), when an extra policy's package lies under the data root
-    ``certposture_config``, or when the data holds a PEM private key; InputError
-    for a missing extra folder, one without policies, a file included twice, or an empty
-    revision; ValueError when ``config`` is not such a document.
+    Raises PolicyError when a policy cannot be read or parsed (the message
+    gives ``file:line:col``), when an extra policy's package lies under the data
+    root ``certposture_config``, or when the data contains a PEM private key.
+    Raises InputError for a missing extra folder, a folder without policies, a
+    file included twice or an empty revision, and ValueError when ``config`` is
+    not such a document.
     """
     _check_config(config)
     if revision is not None:
@@ -212,7 +213,7 @@ def bundle_data(config: Mapping[str, Any]) -> bytes:
     except TypeError as error:
         # orjson rejects integers beyond 64 bits, which stored rules may contain.
         raise PolicyError(f"rules or signing certificates cannot be encoded as JSON: {error}") from None
-    # Store records never hold key material; this check keeps it so if a record ever gains a PEM field.
+    # Store records contain no key material. This check keeps it so if a record ever gains a PEM field.
     if _PRIVATE_KEY_PEM.search(data):
         raise PolicyError(
             "the bundle data contains a PEM private key; signing-certificate keys must stay in the store"

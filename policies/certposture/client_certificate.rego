@@ -364,13 +364,14 @@ _utc_text(value) := value if {
 
 _validity_period(certificate) := {"not_before": certificate.not_before, "not_after": certificate.not_after}
 
-# Condition 3: one subject common name equals the expected CN, ignoring case.
+# Condition 3: one subject common name equals the expected CN, ignoring the
+# case of ASCII letters.
 _cn_reasons(_, "") := []
 
 _cn_reasons(certificate, expected) := [] if {
 	expected != ""
 	some common_name in _list(certificate.subject, "common_names")
-	lower(common_name) == lower(expected)
+	_fold_case(common_name) == _fold_case(expected)
 } else := [reason(
 	"cn",
 	"cn_mismatch",
@@ -387,12 +388,12 @@ _cn_message(common_names, expected) := sprintf(
 ) if {
 	count(common_names) == 0
 } else := sprintf(
-	"certificate CN %s does not equal the expected %s (compared case-insensitively)",
+	"certificate CN %s does not equal the expected %s (compared ignoring the case of ASCII letters)",
 	[_quote_all(common_names), _quote(expected)],
 ) if {
 	count(common_names) == 1
 } else := sprintf(
-	"none of the certificate CNs %s equals the expected %s (compared case-insensitively)",
+	"none of the certificate CNs %s equals the expected %s (compared ignoring the case of ASCII letters)",
 	[_quote_all(common_names), _quote(expected)],
 )
 
@@ -461,7 +462,7 @@ _key_in_scope(_, scope) if scope.source != "pem"
 _key_in_scope(private_key, scope) if {
 	scope.source == "pem"
 	some path in scope.paths
-	_covers(path, object.get(private_key, "location", ""))
+	_covers(path, _text(object.get(private_key, "location", null)))
 }
 
 _private_key_missing_message(collector_reason) := sprintf(
@@ -471,7 +472,7 @@ _private_key_missing_message(collector_reason) := sprintf(
 	_text(collector_reason) != ""
 } else := "no private key matching the certificate was found in the collected locations"
 
-# Condition 6: one expected value equals, ignoring case, one DNS, email, URI
+# Condition 6: one expected value equals, ignoring the case of ASCII letters, one DNS, email, URI
 # or IP SAN. otherName values (a UPN, for example) are never compared.
 _san_reasons(_, []) := []
 
@@ -479,7 +480,7 @@ _san_reasons(certificate, expected) := [] if {
 	count(expected) > 0
 	some value in expected
 	some san in _comparable_sans(certificate)
-	lower(value) == lower(san)
+	_fold_case(value) == _fold_case(san)
 } else := [reason(
 	"subject_alternative_names",
 	"san_mismatch",
@@ -509,7 +510,7 @@ _san_message(certificate, expected) := sprintf(
 ) if {
 	count(_comparable_sans(certificate)) == 0
 } else := sprintf(
-	"none of the expected SANs %s equals a DNS, email, URI or IP SAN of the certificate (compared case-insensitively)",
+	"none of the expected SANs %s equals a DNS, email, URI or IP SAN of the certificate (compared ignoring the case of ASCII letters)",
 	[_quote_all(expected)],
 )
 
@@ -881,9 +882,35 @@ _text_or(value, fallback) := value if {
 } else := fallback
 
 # Quotes a string for a message, and writes other values as JSON.
+# Other values are named by type: json.marshal and sprintf("%v") write some
+# numbers and characters differently in OPA and regorus, and the value itself
+# is in the reason's actual field.
 _quote(value) := sprintf("\"%s\"", [value]) if {
 	is_string(value)
-} else := json.marshal(value)
+} else := "null" if {
+	value == null
+} else := sprintf("(%s)", [_type_phrases[type_name(value)]])
+
+_type_phrases := {
+	"number": "a number",
+	"boolean": "a boolean",
+	"array": "an array",
+	"object": "an object",
+	"set": "a set",
+}
+
+# Case folding for the CN and SAN comparisons: only the ASCII letters A-Z are
+# folded, and every other character must match exactly. lower() follows
+# Unicode, where OPA and regorus disagree (dotted capital I, final sigma), and
+# it makes distinct characters equal (the Kelvin sign U+212A lowers to k).
+_fold_case(value) := strings.replace_n(_ascii_lower, value)
+
+_ascii_lower := {
+	"A": "a", "B": "b", "C": "c", "D": "d", "E": "e", "F": "f", "G": "g",
+	"H": "h", "I": "i", "J": "j", "K": "k", "L": "l", "M": "m", "N": "n",
+	"O": "o", "P": "p", "Q": "q", "R": "r", "S": "s", "T": "t", "U": "u",
+	"V": "v", "W": "w", "X": "x", "Y": "y", "Z": "z",
+}
 
 _quote_all(values) := concat(", ", [_quote(value) | some value in values])
 

@@ -281,7 +281,7 @@ test_fail_cn_mismatch if {
 	_reasons(result) == [{
 		"condition": "cn",
 		"code": "cn_mismatch",
-		"message": "certificate CN \"PF2ABC12_mycompany\" does not equal the expected \"other_mycompany\" (compared case-insensitively)",
+		"message": "certificate CN \"PF2ABC12_mycompany\" does not equal the expected \"other_mycompany\" (compared ignoring the case of ASCII letters)",
 		"expected": "other_mycompany",
 		"actual": ["PF2ABC12_mycompany"],
 	}]
@@ -312,7 +312,7 @@ test_fail_cn_no_common_name if {
 test_fail_cn_mismatch_several_common_names if {
 	cert := _with_cert({"subject": {"common_names": ["first", "second"]}})
 
-	_reasons(_result(_with_input({"cn": "third"}), [cert]))[0].message == "none of the certificate CNs \"first\", \"second\" equals the expected \"third\" (compared case-insensitively)"
+	_reasons(_result(_with_input({"cn": "third"}), [cert]))[0].message == "none of the certificate CNs \"first\", \"second\" equals the expected \"third\" (compared ignoring the case of ASCII letters)"
 }
 
 test_success_cn_unset_when_empty_or_null if {
@@ -520,7 +520,7 @@ test_fail_san_mismatch if {
 	_reasons(result) == [{
 		"condition": "subject_alternative_names",
 		"code": "san_mismatch",
-		"message": "none of the expected SANs \"pf2abc12.other.example\", \"x.example\" equals a DNS, email, URI or IP SAN of the certificate (compared case-insensitively)",
+		"message": "none of the expected SANs \"pf2abc12.other.example\", \"x.example\" equals a DNS, email, URI or IP SAN of the certificate (compared ignoring the case of ASCII letters)",
 		"expected": ["pf2abc12.other.example", "x.example"],
 		"actual": _cert.subject_alternative_names,
 	}]
@@ -1058,4 +1058,63 @@ test_extra_reasons_not_a_set_fails_closed if {
 	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
 	_codes(result) == ["invalid_extension_reason"]
 	_reasons(result)[0].actual == "failed"
+}
+
+# Case folding covers the ASCII letters only, so the result is the same on OPA
+# and regorus, and Unicode lowering cannot make distinct characters equal.
+
+_cn_codes(common_name, expected) := _codes(_result(
+	_with_input({"cn": expected}),
+	[_with_cert({"subject": {"dn": "CN=x", "common_names": [common_name]}})],
+))
+
+test_success_cn_ascii_case_folded if {
+	_cn_codes("PF2ABC12_MyCompany", "pf2abc12_mycompany") == []
+}
+
+test_fail_cn_non_ascii_case_not_folded if {
+	_cn_codes("ÄÖÜ-GERÄT", "äöü-gerät") == ["cn_mismatch"]
+}
+
+test_fail_cn_dotted_capital_i_not_folded if {
+	_cn_codes("İSTANBUL-PC", "istanbul-pc") == ["cn_mismatch"]
+}
+
+test_fail_cn_final_sigma_not_folded if {
+	_cn_codes("ΟΔΟΣ", "οδοσ") == ["cn_mismatch"]
+}
+
+test_fail_cn_kelvin_sign_is_not_k if {
+	_cn_codes("\u212Aorp-laptop", "korp-laptop") == ["cn_mismatch"]
+}
+
+test_success_cn_non_ascii_equal if {
+	_cn_codes("Gerät-ΟΔΟΣ", "GERäT-ΟΔΟΣ") == []
+}
+
+test_fail_san_non_ascii_case_not_folded if {
+	cert := _with_cert({"subject_alternative_names": {"dns": ["İSTANBUL.corp.example"]}})
+	_codes(_result(_with_input({"subject_alternative_names": ["istanbul.corp.example"]}), [cert])) == ["san_mismatch"]
+}
+
+# Non-string values in messages are named by their type.
+
+test_fail_unsupported_rule_type_number if {
+	rule := object.union(_rule(_input), {"type": 2.0})
+	result := client_certificate.result(rule, _facts(_device, [_cert], []), _config, _now)
+	result.reasons[0].message == "rule type (a number) is not supported, only \"client_certificate_v2\" is"
+	result.reasons[0].actual == 2
+}
+
+test_fail_unsupported_rule_type_object if {
+	rule := object.union(_rule(_input), {"type": {"kind": "<v2> & more"}})
+	result := client_certificate.result(rule, _facts(_device, [_cert], []), _config, _now)
+	result.reasons[0].message == "rule type (an object) is not supported, only \"client_certificate_v2\" is"
+}
+
+# A present key without a location cannot lie in the rule's paths.
+
+test_fail_present_key_without_location if {
+	cert := _with_cert({"private_key": {"present": true, "status": "present", "location": null, "reason": null}})
+	_codes(_result(_input, [cert])) == ["private_key_outside_locations"]
 }

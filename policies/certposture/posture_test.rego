@@ -119,7 +119,7 @@ test_fail_whole_results if {
 			"reasons": [{
 				"condition": "cn",
 				"code": "cn_mismatch",
-				"message": "certificate CN \"PF2ABC12_mycompany\" does not equal the expected \"other_mycompany\" (compared case-insensitively)",
+				"message": "certificate CN \"PF2ABC12_mycompany\" does not equal the expected \"other_mycompany\" (compared ignoring the case of ASCII letters)",
 				"expected": "other_mycompany",
 				"actual": ["PF2ABC12_mycompany"],
 			}],
