@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -55,10 +56,18 @@ def _store() -> Store:
     return Store(resolve_home(_state.home))
 
 
-def _check_format(value: str) -> str:
-    if value not in FORMATS:
-        raise typer.BadParameter(f"{value!r} is not a format; choose one of: {', '.join(FORMATS)}")
-    return value
+def _format_checker(formats: tuple[str, ...]) -> Callable[[str], str]:
+    """Return an option callback that accepts only ``formats``."""
+
+    def check(value: str) -> str:
+        if value not in formats:
+            raise typer.BadParameter(f"{value!r} is not a format; choose one of: {', '.join(formats)}")
+        return value
+
+    return check
+
+
+_check_format = _format_checker(FORMATS)
 
 
 FormatOption = Annotated[
@@ -260,12 +269,6 @@ def _collect(
 FACTS_FORMATS = ("json", "opa-input")
 
 
-def _check_facts_format(value: str) -> str:
-    if value not in FACTS_FORMATS:
-        raise typer.BadParameter(f"{value!r} is not a format; choose one of: {', '.join(FACTS_FORMATS)}")
-    return value
-
-
 @app.command("collect")
 def collect_command(
     rule: RuleOption = None,
@@ -280,7 +283,7 @@ def collect_command(
         str,
         typer.Option(
             "--format",
-            callback=_check_facts_format,
+            callback=_format_checker(FACTS_FORMATS),
             help='json (the facts document) or opa-input ({"input": facts}, for OPA\'s REST API).',
         ),
     ] = "json",
@@ -354,12 +357,6 @@ def evaluate_command(
 EXPLAIN_FORMATS = ("text", "json")
 
 
-def _check_explain_format(value: str) -> str:
-    if value not in EXPLAIN_FORMATS:
-        raise typer.BadParameter(f"{value!r} is not a format; choose one of: {', '.join(EXPLAIN_FORMATS)}")
-    return value
-
-
 @app.command("explain")
 def explain_command(
     facts_file: FactsArgument = "-",
@@ -370,7 +367,7 @@ def explain_command(
         str,
         typer.Option(
             "--format",
-            callback=_check_explain_format,
+            callback=_format_checker(EXPLAIN_FORMATS),
             help="text, or json (the results with a conditions list in each candidate).",
         ),
     ] = "text",

@@ -71,7 +71,10 @@ def extra_policy_dirs(values: Sequence[str]) -> list[Path]:
         path = Path(value)
         if path.is_dir():
             if not policy_files([path]):
-                raise InputError(f"--policy {value}: no .rego files outside *_test.rego in this folder")
+                raise InputError(
+                    f"--policy {value}: the folder has no .rego file other than *_test.rego files; "
+                    "give a folder of policy files"
+                )
         elif path.is_file():
             if path.suffix != ".rego":
                 raise InputError(f"--policy {value}: not a .rego file; give a folder of .rego files")
@@ -82,7 +85,10 @@ def extra_policy_dirs(values: Sequence[str]) -> list[Path]:
 
 
 def load_policies(engine: Any, directories: Sequence[Path]) -> None:
-    """Add the non-test policies of ``directories`` to ``engine``; a file that does not parse is a PolicyError."""
+    """Add the non-test policies of ``directories`` to ``engine``.
+
+    Raises PolicyError for a file that cannot be read or parsed.
+    """
     for path in policy_files(directories):
         try:
             engine.add_policy_from_file(str(path))
