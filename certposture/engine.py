@@ -10,6 +10,7 @@ that into a pass.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -78,29 +79,66 @@ def extra_policy_dirs(values: Sequence[str]) -> list[Path]:
         elif path.is_file():
             if path.suffix != ".rego":
                 raise InputError(f"--policy {value}: not a .rego file; give a folder of .rego files")
+            if path.name.endswith("_test.rego"):
+                raise InputError(
+                    f"--policy {value}: a *_test.rego file holds tests, which evaluation never loads; "
+                    "give the policy file, and run the tests with certposture test"
+                )
+        elif path.exists():
+            raise InputError(f"--policy {value}: not a regular file or folder; give a folder of .rego files")
         else:
             raise InputError(f"--policy {value}: no such file or folder; give a folder of .rego files")
+        for file in policy_files([path]):
+            _check_utf8_name(file)
         directories.append(path)
     return directories
 
 
-def load_policies(engine: Any, directories: Sequence[Path]) -> None:
-    """Add the non-test policies of ``directories`` to ``engine``.
+def _check_utf8_name(path: Path) -> None:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise InputError(f"policy file name {shown} is not valid UTF-8; rename the file") from None
+
+
+def load_policies(engine: Any, directories: Sequence[Path]) -> list[str]:
+    """Add the non-test policies of ``directories`` to ``engine`` and return their packages, in load order.
 
     Raises PolicyError for a file that cannot be read or parsed.
     """
+    packages: list[str] = []
     for path in policy_files(directories):
+        _check_utf8_name(path)
         try:
-            engine.add_policy_from_file(str(path))
+            packages.append(str(engine.add_policy_from_file(str(path))))
         except RuntimeError as error:
             raise PolicyError(f"policy {path} cannot be loaded: {describe_engine_error(error)}") from None
         except OSError as error:
             raise PolicyError(f"policy {path} cannot be read: {error.strerror}") from None
+    return packages
 
 
 def check_policies(extra_dirs: Sequence[Path]) -> None:
-    """Load the shipped and extra policies once, so that a broken extra file is reported before evaluation."""
-    load_policies(regorus.Engine(), [shipped_policy_dir(), *extra_dirs])
+    """Load the shipped and extra policies once, so that a broken extra file is reported before evaluation.
+
+    An extra policy may not add rules to a shipped package or to the data
+    root ``certposture_config``, where it would change how every rule is evaluated.
+    """
+    engine = regorus.Engine()
+    shipped = set(load_policies(engine, [shipped_policy_dir()]))
+    for path in policy_files(extra_dirs):
+        (package,) = load_policies(engine, [path])
+        if package in shipped:
+            raise PolicyError(
+                f"policy {path} adds rules to the shipped package {package}; "
+                "put an extra condition in its own package certposture.conditions.NAME"
+            )
+        if package == f"data.{CONFIG_ROOT}" or package.startswith(f"data.{CONFIG_ROOT}."):
+            raise PolicyError(
+                f"policy {path} declares package {package}, under the data root {CONFIG_ROOT}; "
+                "move it to another package"
+            )
 
 
 def build_config(

@@ -111,12 +111,22 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def emit(data: bytes) -> None:
-    """Write ``data`` to standard output, turning a closed pipe into an :class:`OutputError`."""
+    """Write ``data`` to standard output; a closed or failing output raises :class:`OutputError`."""
+    if sys.stdout is None:
+        # Python sets sys.stdout to None when the process starts with file descriptor 1 closed.
+        raise OutputError("standard output is closed, so the output cannot be written; run without >&-")
     try:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     except BrokenPipeError:
-        # Later flushes at interpreter exit would raise again, so point stdout at /dev/null.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _discard_stdout()
         raise OutputError("standard output was closed before the output was written (broken pipe)") from None
+    except OSError as error:
+        _discard_stdout()
+        raise OutputError(f"cannot write to standard output: {error.strerror}") from None
+
+
+def _discard_stdout() -> None:
+    # Later flushes at interpreter exit would raise again, so point stdout at /dev/null.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

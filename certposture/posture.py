@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from certposture import engine
@@ -97,11 +98,24 @@ def parse_facts(raw: bytes, source: str) -> Facts:
             raise FactsError(
                 f"{source}: facts are not valid JSON ({first['msg']}); pass the output of `certposture collect`"
             ) from None
+        if _is_opa_input(raw):
+            raise FactsError(
+                f'{source}: this is an OPA input document ({{"input": facts}}, from collect --format opa-input); '
+                "pass the facts inside it, or collect with the default --format json"
+            ) from None
         location = ".".join(str(part) for part in first["loc"]) or "document"
         raise FactsError(
             f"{source}: facts are invalid at {location}: {first['msg']} "
             f"({error.error_count()} problem(s)); pass the output of `certposture collect`"
         ) from None
+
+
+def _is_opa_input(raw: bytes) -> bool:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and list(document) == ["input"]
 
 
 def parse_time(value: str) -> datetime:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +362,115 @@ def test_collect_bad_format(cli: Cli) -> None:
     assert code == 2
     assert out == ""
     assert "'yaml' is not a format; choose one of: json, opa-input" in err
+
+
+def test_policy_option_rejects_test_file(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    test_file = tmp_path / "always_test.rego"
+    test_file.write_text(
+        'package certposture.conditions.always\n\nreasons contains {"code": "x", "message": "y"}\n'
+    )
+
+    code, out, err = cli.run("evaluate", "--policy", str(test_file), str(collect(cli)))
+
+    assert code == 2
+    assert out == ""
+    assert "a *_test.rego file holds tests, which evaluation never loads" in err
+
+
+def test_policy_option_rejects_fifo(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    fifo = tmp_path / "policy.rego"
+    os.mkfifo(fifo)
+
+    code, _, err = cli.run("evaluate", "--policy", str(fifo), str(collect(cli)))
+
+    assert code == 2
+    assert "not a regular file or folder" in err
+
+
+def test_policy_option_rejects_non_utf8_name(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "good.rego").write_text("package certposture.conditions.good\n\nreasons := set()\n")
+    (Path(os.fsdecode(bytes(folder) + b"/\xff\xfe.rego"))).write_text("package x\n")
+
+    code, _, err = cli.run("evaluate", "--policy", str(folder), str(collect(cli)))
+
+    assert code == 2
+    assert (
+        err.strip() == f"error: policy file name {folder}/\\xff\\xfe.rego is not valid UTF-8; rename the file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('package certposture.conditions.acme.cn_prefix\n\nreasons contains {"code": "x", "message": "y"}\n',
+         "package certposture.conditions.acme has no rule reasons"),
+        ('package certposture.conditions.typo\n\nreason contains {"code": "x", "message": "y"}\n',
+         "package certposture.conditions.typo has no rule reasons"),
+        ('package certposture.conditions.cn\n\nreasons := set()\n', "has the name of a built-in condition"),
+    ],
+)  # fmt: skip
+def test_misplaced_condition_fails_rule(
+    cli: Cli, ca: CertKey, tmp_path: Path, source: str, message: str
+) -> None:
+    ca_id = cli.add_ca(ca)
+    cert_path, key_path = pem_pair(cli, good_leaf(ca))
+    cli.add_rule(ca_id, locations={"paths": [cert_path, key_path]})
+    policy = tmp_path / "condition.rego"
+    policy.write_text(source)
+
+    code, out, _ = cli.run("evaluate", "--policy", str(policy), str(collect(cli, cert_path, key_path)))
+
+    assert code == 1
+    (reason,) = json.loads(out)["results"][0]["candidates"][0]["reasons"]
+    assert reason["code"] == "invalid_extension"
+    assert message in reason["message"]
+
+
+@pytest.mark.parametrize(
+    ("package", "message"),
+    [
+        ("certposture.posture", "adds rules to the shipped package data.certposture.posture"),
+        ("certposture_config", "under the data root certposture_config"),
+    ],
+)
+def test_extra_policy_cannot_change_shipped_packages(
+    cli: Cli, ca: CertKey, tmp_path: Path, package: str, message: str
+) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    policy = tmp_path / "override.rego"
+    policy.write_text(f"package {package}\n\nextra_rule := 1\n")
+
+    code, out, err = cli.run("evaluate", "--policy", str(policy), str(collect(cli)))
+
+    assert code == 3
+    assert out == ""
+    assert message in err
+
+
+def test_evaluate_opa_input_names_the_wrapper(cli: Cli, ca: CertKey) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    wrapped = cli.work / "input.json"
+    assert cli.run("collect", "--format", "opa-input", "-o", str(wrapped))[0] == 0
+
+    code, _, err = cli.run("evaluate", str(wrapped))
+
+    assert code == 3
+    assert "this is an OPA input document" in err
+
+
+@pytest.mark.parametrize("redirect", [">&-", ">/dev/full"])
+def test_unwritable_stdout_exits_3(cli: Cli, ca: CertKey, redirect: str) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    facts_path = collect(cli)
+    command = f'"{sys.executable}" -m certposture --home "{cli.home}" evaluate "{facts_path}" {redirect}'
+
+    completed = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
+
+    assert completed.returncode == 3
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("error: ")

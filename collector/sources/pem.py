@@ -152,6 +152,18 @@ def _scan_directory(top: str, errors: list[CollectionError]) -> Iterator[str]:
     count = 0
     for directory, subdirectories, filenames in os.walk(top, onerror=on_error):
         subdirectories.sort()
+        for name in subdirectories:
+            # os.walk does not descend into links to directories, which could form loops.
+            link = os.path.join(directory, name)
+            if os.path.islink(link) and _is_utf8(link):
+                errors.append(
+                    _error(
+                        link,
+                        "open",
+                        f"{link} is a symbolic link to a directory, which is not followed; "
+                        "name the target directory in the rule's paths or with --path",
+                    )
+                )
         for filename in sorted(filenames):
             if count == MAX_DIRECTORY_FILES:
                 errors.append(

@@ -526,7 +526,6 @@ _san_message(certificate, expected) := sprintf(
 _extra_condition_outcomes(certificate, checks) := [_extra_outcome(name, extensions[name]) |
 	extensions := _extensions(certificate, checks)
 	some name in sort(object.keys(extensions))
-	is_object(extensions[name])
 ]
 
 _extensions(certificate, checks) := extensions if {
@@ -539,13 +538,42 @@ _extensions(certificate, checks) := extensions if {
 	is_object(extensions)
 } else := {}
 
-_extra_outcome(name, extension) := _outcome_of(
+# A package that cannot be a condition fails every certificate, so that a
+# misplaced or misnamed condition is never skipped in silence.
+_extra_outcome(name, extension) := _outcome_of(name, true, null, null, [reason(
+	name,
+	"invalid_extension",
+	problem,
+	"a package certposture.conditions.NAME with a rule reasons",
+	null,
+)]) if {
+	problem := _extension_problem(name, extension)
+} else := _outcome_of(
 	name,
 	true,
 	object.get(extension, "expected", null),
 	object.get(extension, "actual", null),
-	_extra_reasons(name, object.get(extension, "reasons", [])),
+	_extra_reasons(name, extension.reasons),
 )
+
+_built_in_conditions := {"signer", "validity", "cn", "extended_key_usage", "private_key", "subject_alternative_names"}
+
+_extension_problem(name, extension) := sprintf(
+	"extra condition %s has the name of a built-in condition; rename its package",
+	[_quote(name)],
+) if {
+	name in _built_in_conditions
+} else := sprintf(
+	"data.certposture.conditions.%s is not a package; put each extra condition in its own package certposture.conditions.NAME",
+	[name],
+) if {
+	not is_object(extension)
+} else := sprintf(
+	"package certposture.conditions.%s has no rule reasons, so it checks nothing; define reasons in it (a package nested below it is not a condition)",
+	[name],
+) if {
+	not "reasons" in object.keys(extension)
+}
 
 # Sorted by code and message, so that the order does not depend on how an
 # engine orders a set of objects.

@@ -1031,10 +1031,40 @@ test_extra_condition_without_reasons_passes if {
 }
 
 test_extra_conditions_sorted_by_name_after_built_in if {
-	conditions := {"b": {"reasons": set()}, "a": {"reasons": set()}, "c": 1}
+	conditions := {"b": {"reasons": set()}, "a": {"reasons": set()}}
 	result := _explained(_input, [_cert]) with data.certposture.conditions as conditions
 	names := [item.condition | some item in result.candidates[0].conditions]
 	array.slice(names, 6, count(names)) == ["a", "b"]
+}
+
+# Packages that cannot be conditions fail the certificate instead of being skipped.
+
+_extension_codes(conditions) := codes if {
+	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
+	result.status == "failed"
+	codes := _codes(result)
+}
+
+test_extra_condition_without_reasons_rule_fails if {
+	_extension_codes({"typo": {"reason": {{"code": "x", "message": "y"}}}}) == ["invalid_extension"]
+}
+
+test_extra_condition_nested_package_fails if {
+	conditions := {"acme": {"cn_prefix": {"reasons": {{"code": "x", "message": "y"}}}}}
+	_extension_codes(conditions) == ["invalid_extension"]
+	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
+	contains(_reasons(result)[0].message, "package certposture.conditions.acme has no rule reasons")
+}
+
+test_extra_condition_rule_outside_package_fails if {
+	_extension_codes({"reasons": {{"code": "x", "message": "y"}}}) == ["invalid_extension"]
+}
+
+test_extra_condition_built_in_name_fails if {
+	conditions := {"cn": {"reasons": set()}}
+	_extension_codes(conditions) == ["invalid_extension"]
+	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
+	_reasons(result)[0].message == "extra condition \"cn\" has the name of a built-in condition; rename its package"
 }
 
 test_extra_reasons_sorted_by_code if {

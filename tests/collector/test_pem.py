@@ -401,3 +401,21 @@ def test_pem_trusted_certificate_rejected_with_fix(tmp_path: Path, ca: CertKey) 
     assert fix is not None, result.errors[0].message
     subprocess.run(shlex.split(fix.group(1)), cwd=tmp_path, check=True, capture_output=True)
     only(collect_pem([str(tmp_path / "client.pem")], []), leaf)
+
+
+def test_pem_directory_link_reported(tmp_path: Path, ca: CertKey) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    make_leaf(ca, "linked").write_cert(target / "client.pem")
+    scanned = tmp_path / "scanned"
+    scanned.mkdir()
+    (scanned / "linked").symlink_to(target)
+    make_leaf(ca, "direct").write_cert(scanned / "direct.pem")
+
+    result = collect_pem([str(scanned)], [])
+
+    assert [certificate.subject.common_names for certificate in result.certificates] == [["direct"]]
+    (error,) = result.errors
+    assert error.location == str(scanned / "linked")
+    assert error.step == "open"
+    assert "symbolic link to a directory, which is not followed" in error.message
