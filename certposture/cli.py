@@ -17,7 +17,7 @@ import typer
 
 from certposture import __version__, posture
 from certposture.bundle import build_store_bundle
-from certposture.engine import extra_policy_dirs
+from certposture.engine import check_policies, extra_policy_dirs
 from certposture.errors import CertpostureError, FactsError, InputError
 from certposture.explain import render_explanation
 from certposture.files import MAX_FACTS_INPUT, MAX_SMALL_INPUT, emit, read_input, write_atomically
@@ -416,6 +416,8 @@ def bundle_command(
 ) -> None:
     """Write an OPA bundle: the policies, the stored rules and the signing-certificate data."""
     extra_policies = extra_policy_dirs(policy or [])
+    if extra_policies:
+        check_policies(extra_policies)
     data = build_store_bundle(_store(), extra_policies, revision)
     if output == "-":
         emit(data)

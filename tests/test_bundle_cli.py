@@ -104,3 +104,15 @@ def test_bundle_requires_output(cli: Cli) -> None:
     code, _, err = cli.run("bundle")
     assert code == 2
     assert "--output" in err
+
+
+def test_bundle_rejects_rules_in_shipped_package(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    policy = tmp_path / "override.rego"
+    policy.write_text("package certposture.posture\n\nsummary_extra := 1\n")
+
+    code, _, err = cli.run("bundle", "-o", str(cli.work / "b.tar.gz"), "--policy", str(policy))
+
+    assert code == 3
+    assert "adds rules to the shipped package data.certposture.posture" in err
+    assert not (cli.work / "b.tar.gz").exists()
