@@ -2,7 +2,8 @@
 # Demo of the whole check in a temporary home. openssl makes a signing CA and a device certificate.
 # certutil and pk12util import the device certificate into a new NSS database, and a PEM pair is kept.
 # The CLI stores the CA and two rules, then shows `collect | evaluate` as a table.
-# One rule passes; the other requires the emailProtection EKU the certificate lacks, so it fails.
+# One rule passes; the other requires the emailProtection EKU the certificate lacks, so it fails,
+# and `certposture explain` shows each condition of that rule with its expected and actual values.
 set -euo pipefail
 
 for tool in openssl certutil pk12util certposture; do
@@ -79,7 +80,9 @@ cat >"$work/rules.json" <<EOF
   }
 ]
 EOF
-certposture rules add "$work/rules.json" >&2
+rule_ids=$(certposture rules add "$work/rules.json")
+echo "$rule_ids" >&2
+mail_rule=$(echo "$rule_ids" | tail -n 1)
 
 step "certposture collect | certposture evaluate --format table"
 set +e
@@ -93,5 +96,17 @@ echo >&2
 echo "evaluate exited with $status (1: a rule failed, as this demo intends); files are in $work" >&2
 if [ "$status" -ne 1 ]; then
     echo "demo: expected exit status 1 (one rule passes, one fails), got $status" >&2
+    exit 1
+fi
+
+step "certposture explain --rule $mail_rule: why the second rule fails"
+certposture collect --path "$work/device.pem" --path "$work/device.key" --hostname "$host" --serial-number "$serial" \
+    -o "$work/facts.json"
+set +e
+certposture explain --rule "$mail_rule" "$work/facts.json"
+status=$?
+set -e
+if [ "$status" -ne 1 ]; then
+    echo "demo: expected explain to exit 1 for the failing rule, got $status" >&2
     exit 1
 fi
