@@ -3,7 +3,8 @@
 cli.py registers :func:`test_command`. Exit codes: 0 when every test passed
 (skipped tests allowed), 2 when a test failed or had an error or coverage is
 below ``--threshold``, 1 when a file cannot be loaded or an argument value is
-invalid. Typer's own usage errors keep the CLI-wide exit code 2.
+invalid. Typer's own usage errors keep the CLI-wide exit code 2, and an
+unwritable standard output the CLI-wide exit code 3.
 """
 
 from __future__ import annotations
@@ -90,8 +91,11 @@ def test_command(
     Exit code 0: every test passed (skipped todo_test_* rules allowed).
     Exit code 2: a test failed or had an error, or coverage is below --threshold.
     Exit code 1: a file cannot be loaded (missing, unreadable, invalid Rego,
-    JSON or YAML), or an argument value is invalid. An unknown option or a
-    missing option value exits 2, as in every certposture command.
+    JSON or YAML), a policy does not compile, or an argument value is invalid.
+    A call to a function that no loaded file defines and that is not a
+    regorus builtin is a compile error.
+    An unknown option or a missing option value exits 2, and an unwritable
+    standard output exits 3, as in every certposture command.
     """
     if output_format not in TEST_FORMATS:
         raise TestArgumentError(
@@ -173,8 +177,14 @@ def _report_no_tests(found_any: bool, run: str | None, roots: list[str], fail_on
 def _check_coverage(coverage: CoverageReport, minimum: float | None, output_format: str) -> int:
     """Compare total coverage with ``minimum``; return exit code 2 when it is lower, else 0."""
     total = coverage.percentage
-    if coverage.covered_count + coverage.not_covered_count == 0:
-        typer.echo("note: coverage measured no line, because every loaded file holds tests", err=True)
+    if not coverage.files:
+        typer.echo("note: coverage measured no line, because every loaded file contains tests", err=True)
+    elif coverage.covered_count + coverage.not_covered_count == 0:
+        typer.echo(
+            "note: coverage measured no line, because the files without tests contain no rule value "
+            "or body to evaluate",
+            err=True,
+        )
     if output_format == "junit":
         # JUnit XML has no place for coverage, so the total goes to stderr.
         typer.echo(f"note: coverage {total:.2f}% of the files without tests", err=True)

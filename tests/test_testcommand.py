@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ from certposture.engine import examples_dir
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "regotest"
 MIXED = FIXTURES / "mixed"
 COVERAGE = FIXTURES / "coverage"
+UNTESTED = FIXTURES / "untested"
+CONSTRUCTS = FIXTURES / "constructs"
+CALLS = FIXTURES / "calls"
 DATA = FIXTURES / "data"
 
 MIXED_TEST = str(MIXED / "mixed_test.rego")
@@ -192,6 +197,147 @@ def test_compile_error_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert "stack" not in err.lower()
 
 
+def test_engine_message_period_dropped(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # regorus ends this message with a period, which must not run into the "; fix ..." part.
+    (tmp_path / "twice.rego").write_text("package twice\n\nimport rego.v1\n\nx if {\n\ty := 1\n\ty := 2\n}\n")
+
+    code, _, err = run(capsys, str(tmp_path))
+
+    assert code == 1
+    assert err.endswith("used before definition below; the policies do not compile\n")
+    assert ".;" not in err
+
+
+def test_undefined_function_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "broken.rego").write_text("package broken\n\nimport rego.v1\n\nbroken if undefined_fn(1)\n")
+    (tmp_path / "broken_test.rego").write_text(
+        "package broken_test\n\nimport rego.v1\n\ntest_broken if data.broken.broken\n"
+    )
+
+    code, out, err = run(capsys, str(tmp_path))
+
+    assert code == 1
+    assert out == ""
+    assert err == (
+        f"error: {tmp_path / 'broken.rego'}:5:11: function undefined_fn is not defined in the loaded files "
+        "and is not a regorus builtin; correct the name, or load the file that defines it\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        ("data.fixture.calls.lib.missing(1)", "data.fixture.calls.lib.missing"),
+        ("library.missing(1)", "library.missing, imported from data.fixture.calls.lib.missing,"),
+        ("sub.missing(1)", "sub.missing"),
+        ("string.reverse(1)", "string.reverse"),
+        ("data.fixture.calls.lib.plain(1)", "data.fixture.calls.lib.plain"),
+    ],
+    ids=["full-path", "import-alias", "package-relative", "not-a-builtin", "rule-not-function"],
+)
+def test_undefined_function_forms(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, call: str, name: str
+) -> None:
+    (tmp_path / "lib.rego").write_text("package fixture.calls.lib\n\nimport rego.v1\n\nplain := 1\n")
+    (tmp_path / "caller_test.rego").write_text(
+        "package fixture.calls.main\n\nimport rego.v1\n\nimport data.fixture.calls.lib as library\n\n"
+        f"test_call if {call}\n"
+    )
+
+    code, _, err = run(capsys, str(tmp_path))
+
+    assert code == 1
+    assert err.startswith(f"error: {tmp_path / 'caller_test.rego'}:7:14: function {name} is not defined")
+
+
+def test_first_undefined_call_reported(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "two.rego").write_text(
+        "package two\n\nimport rego.v1\n\na if first_missing(1)\n\nb if second_missing(1)\n"
+    )
+
+    _, _, err = run(capsys, str(tmp_path))
+
+    assert f"{tmp_path / 'two.rego'}:5:6: function first_missing " in err
+
+
+def test_defined_functions_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    code, document = run_json(capsys, str(CALLS))
+
+    assert document["summary"] == {"total": 10, "pass": 10, "fail": 0, "error": 0, "skip": 0}
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "line", "message"),
+    [
+        (
+            "long_line.rego",
+            'x := "' + "a" * 2000 + '"',
+            ":3:7: line exceeds maximum column width of 1024; "
+            "regorus accepts lines of code shorter than 1024 columns, so break the line",
+        ),
+        (
+            "many_lines.rego",
+            "# comment\n" * 20001,
+            " exceeds maximum allowed line count 20000; "
+            "regorus accepts at most 20000 lines per policy file, so split the policy into smaller files",
+        ),
+    ],
+    ids=["columns", "lines"],
+)
+def test_regorus_policy_limits(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, line: str, message: str
+) -> None:
+    (tmp_path / name).write_text(f"package limits\n\n{line}\n")
+
+    code, _, err = run(capsys, str(tmp_path))
+
+    assert code == 1
+    assert err == f"error: {tmp_path / name}{message}\n"
+
+
+def test_policy_larger_than_1_mib(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rules = "".join(f"rule_{index} := {index}\n" for index in range(120_000))
+    (tmp_path / "large.rego").write_text(f"package large\n\n{rules}")
+    size = (tmp_path / "large.rego").stat().st_size
+    assert size > 1024 * 1024
+
+    code, _, err = run(capsys, str(tmp_path))
+
+    assert code == 1
+    assert err == (
+        f"error: {tmp_path / 'large.rego'} is {size} bytes, larger than the 1 MiB that regorus accepts "
+        "for one policy file; split the policy into smaller files\n"
+    )
+
+
+def test_policy_of_exactly_1_mib_loads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    head = "package large\n\nimport rego.v1\n\ntest_ok if true\n"
+    (tmp_path / "large_test.rego").write_text(head + "#" * (1024 * 1024 - len(head) - 1) + "\n")
+    assert (tmp_path / "large_test.rego").stat().st_size == 1024 * 1024
+
+    code, out, err = run(capsys, str(tmp_path))
+
+    assert (code, out, err) == (0, "PASS: 1/1\n", "")
+
+
+def test_non_utf8_file_name_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "ok_test.rego").write_text("package ok\n\nimport rego.v1\n\ntest_ok if true\n")
+    try:
+        (tmp_path / os.fsdecode(b"\xff\xfe.rego")).write_text("package odd\n")
+    except OSError:
+        pytest.skip("the file system of tmp_path rejects file names that are not UTF-8")
+
+    code, out, err = run(capsys, str(tmp_path))
+
+    assert code == 1
+    assert out == ""
+    assert err == (
+        f"error: {tmp_path}/\\xff\\xfe.rego: the file name is not valid UTF-8; "
+        f"rename the file or move it out of {tmp_path}\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("make_path", "message"),
     [
@@ -360,6 +506,99 @@ def test_bad_data_file_exits_1(
     assert err.startswith("error: ")
     assert message in err
     assert len(err.splitlines()) == 1
+
+
+def _nested_json(levels: int) -> str:
+    # An object holding arrays: `levels` objects and arrays in all.
+    return '{"a": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "position"),
+    [
+        ("deep.json", _nested_json(5001), ""),
+        ("just_too_deep.json", _nested_json(128), ""),
+        ("deep.yaml", "a: " + "[" * 100_000, ":1:130"),
+        ("deep_block.yaml", "a:\n" + "".join("  " * level + "-\n" for level in range(1, 200)), ":128:255"),
+    ],
+    ids=["json-5000", "json-128", "yaml-flow-100000", "yaml-block"],
+)
+def test_deeply_nested_data_exits_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, content: str, position: str
+) -> None:
+    (tmp_path / name).write_text(content)
+
+    code, out, err = run(capsys, str(DATA), "--data", str(tmp_path / name))
+
+    assert code == 1
+    assert out == ""
+    assert err == (
+        f"error: {tmp_path / name}{position}: objects and arrays are nested more than 127 levels deep, "
+        "more than regorus accepts; flatten the data document\n"
+    )
+
+
+def test_data_nested_127_levels_loads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "deep.json").write_text(_nested_json(127))
+
+    code, _, err = run(capsys, str(DATA), "--data", str(tmp_path / "deep.json"))
+
+    assert err == ""
+    assert code == 2, "the data tests fail, because deep.json holds none of their values"
+
+
+def test_yaml_alias_bomb_rejected_fast(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Five levels of nine aliases each expand to 9**5 (59049) strings: small enough that a
+    # regression loads it without exhausting memory, unlike the 8 levels of a real attack.
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 9) + "]" for level in range(1, 6)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+
+    started = time.monotonic()
+    code, out, err = run(capsys, str(DATA), "--data", str(tmp_path / "bomb.yaml"))
+
+    assert time.monotonic() - started < 5
+    assert code == 1
+    assert out == ""
+    assert err == (
+        f"error: {tmp_path / 'bomb.yaml'}:2:10: YAML alias *a0 is not supported in data files, because "
+        "expanding aliases can turn a small file into a huge document; write the value out in full\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a: " + "9" * 5000 + "\n", ":1:4: invalid YAML: Exceeds the limit (4300 digits) for integer string"),
+        ("a: 1\nb: 2020-13-45\n", ":2:4: invalid YAML: month must be in 1..12"),
+    ],
+    ids=["integer-digits", "date"],
+)
+def test_invalid_yaml_value_exits_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    (tmp_path / "values.yaml").write_text(content)
+
+    code, _, err = run(capsys, str(DATA), "--data", str(tmp_path / "values.yaml"))
+
+    assert code == 1
+    assert err.startswith(f"error: {tmp_path / 'values.yaml'}{message}")
+    assert "sys.set_int_max_str_digits" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_data_file_larger_than_64_mib(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as handle:
+        handle.truncate(64 * 1024 * 1024 + 1)  # sparse, so the test writes no 64 MiB
+
+    code, _, err = run(capsys, str(DATA), "--data", str(huge))
+
+    assert code == 1
+    assert err == (
+        f"error: {huge} is 67108865 bytes, larger than the 64 MiB limit for data files; "
+        "use a smaller data file\n"
+    )
 
 
 def test_missing_data_file_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -551,6 +790,79 @@ def test_coverage_lines_pretty(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
+def test_untested_file_counts_as_not_covered(capsys: pytest.CaptureFixture[str]) -> None:
+    code, document = run_json(capsys, str(UNTESTED), "--coverage")
+
+    assert code == 0
+    untested = document["coverage"]["files"][1]
+    assert untested == {
+        "file": str(UNTESTED / "untested.rego"),
+        "covered": [],
+        "not_covered": [8, 9, 13],
+        "covered_count": 0,
+        "not_covered_count": 3,
+        "percentage": 0.0,
+    }
+    assert document["coverage"]["percentage"] == 25.0
+
+
+def test_untested_file_fails_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(UNTESTED), "--threshold", "90")
+
+    assert code == 2
+    assert f"  {UNTESTED / 'untested.rego'}: 0.00% (0 of 3 lines)" in out
+    assert "  total: 25.00% (1 of 4 lines)" in out
+    assert err.startswith("error: coverage 25.00% is below --threshold 90%")
+
+
+def test_coverage_without_tests(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "lib.rego").write_text("package lib\n\nimport rego.v1\n\nf(x) := x + 1\n\nallow if input.a\n")
+
+    code, out, err = run(capsys, str(tmp_path), "--coverage")
+
+    assert code == 0
+    assert f"  {tmp_path / 'lib.rego'}: 0.00% (0 of 2 lines)" in out
+    assert err == f"note: no tests found in {tmp_path}; test rules are named test_*\n"
+
+
+def test_coverage_note_only_test_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "only_test.rego").write_text("package only_test\n\nimport rego.v1\n\ntest_x if true\n")
+
+    code, out, err = run(capsys, str(tmp_path), "--coverage")
+
+    assert code == 0
+    assert out.endswith("coverage of the files without tests:\n  total: 100.00% (0 of 0 lines)\n")
+    assert err == "note: coverage measured no line, because every loaded file contains tests\n"
+
+
+def test_coverage_note_no_coverable_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "only_test.rego").write_text("package only_test\n\nimport rego.v1\n\ntest_x if true\n")
+    (tmp_path / "empty.rego").write_text("package empty\n")
+
+    code, out, err = run(capsys, str(tmp_path), "--coverage")
+
+    assert code == 0
+    assert f"  {tmp_path / 'empty.rego'}: 100.00% (0 of 0 lines)" in out
+    assert err == (
+        "note: coverage measured no line, because the files without tests contain no rule value "
+        "or body to evaluate\n"
+    )
+
+
+def test_unevaluated_lines_match_regorus(capsys: pytest.CaptureFixture[str]) -> None:
+    # regorus lists the coverable lines of a file it evaluated, and certposture computes them
+    # for a file it did not. Both must be the same lines, for every kind of rule in the fixture.
+    _, evaluated = run_json(capsys, str(CONSTRUCTS), "--coverage")
+    _, unevaluated = run_json(capsys, str(CONSTRUCTS), "--coverage", "--run", "test_unrelated")
+
+    reported = evaluated["coverage"]["files"][0]
+    computed = unevaluated["coverage"]["files"][0]
+    assert reported["covered"], "the fixture's tests must evaluate part of constructs.rego"
+    assert reported["not_covered"], "the fixture's tests must leave part of constructs.rego unevaluated"
+    assert computed["covered"] == []
+    assert computed["not_covered"] == sorted(reported["covered"] + reported["not_covered"])
+
+
 def test_coverage_skips_test_files(capsys: pytest.CaptureFixture[str]) -> None:
     _, document = run_json(capsys, str(MIXED), "--coverage")
 
@@ -596,8 +908,15 @@ def test_with_shipped_loads_shipped_policies_not_their_tests(capsys: pytest.Capt
     assert document["summary"]["pass"] == len(document["tests"]) > 0
 
 
-def test_example_without_shipped_policies_fails_to_find_them(capsys: pytest.CaptureFixture[str]) -> None:
-    code, document = run_json(capsys, str(examples_dir() / "min_rsa_key_size"))
+def test_example_without_shipped_policies_fails_to_compile(capsys: pytest.CaptureFixture[str]) -> None:
+    # The example calls reason(), which the shipped policies define.
+    example = examples_dir() / "min_rsa_key_size"
 
-    assert code == 2
-    assert document["summary"]["pass"] < len(document["tests"])
+    code, out, err = run(capsys, str(example))
+
+    assert code == 1
+    assert out == ""
+    assert err.startswith(
+        f"error: {example / 'min_rsa_key_size.rego'}:21:18: function reason, "
+        "imported from data.certposture.client_certificate.reason, is not defined"
+    )
