@@ -1148,3 +1148,16 @@ test_fail_present_key_without_location if {
 	cert := _with_cert({"private_key": {"present": true, "status": "present", "location": null, "reason": null}})
 	_codes(_result(_input, [cert])) == ["private_key_outside_locations"]
 }
+
+test_fail_invalid_rule_locations_not_object if {
+	result := _result(_with_input({"locations": ["/etc/corp/client.pem"]}), [_cert])
+
+	result.status == "error"
+	result.reasons == [{
+		"condition": "rule",
+		"code": "invalid_rule",
+		"message": "rule input locations is invalid because it must be an object with paths and trust_stores",
+		"expected": "object",
+		"actual": ["/etc/corp/client.pem"],
+	}]
+}
