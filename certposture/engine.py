@@ -21,6 +21,8 @@ import orjson
 import regorus
 
 from certposture.errors import InputError, PolicyError
+from certposture.regoast import check_function_calls
+from certposture.regofiles import RegoLoadError
 from collector.facts import Facts, format_utc
 
 logger = logging.getLogger(__name__)
@@ -124,6 +126,9 @@ def check_policies(extra_dirs: Sequence[Path]) -> None:
 
     An extra policy may not add rules to a shipped package or to the data
     root ``certposture_config``, where it would change how every rule is evaluated.
+    A call to a function that no loaded policy defines and regorus does not
+    provide is rejected too, because OPA refuses to load such a bundle and
+    regorus would fail only when evaluation reaches the call.
     """
     engine = regorus.Engine()
     shipped = set(load_policies(engine, [shipped_policy_dir()]))
@@ -139,6 +144,12 @@ def check_policies(extra_dirs: Sequence[Path]) -> None:
                 f"policy {path} declares package {package}, under the data root {CONFIG_ROOT}; "
                 "move it to another package"
             )
+
+    modules = {module["source"]["file"]: module for module in orjson.loads(engine.get_ast_as_json())}
+    try:
+        check_function_calls(modules, list(modules))
+    except RegoLoadError as error:
+        raise PolicyError(str(error)) from None
 
 
 def build_config(

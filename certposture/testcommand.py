@@ -19,7 +19,8 @@ import typer
 from certposture.engine import policy_files, shipped_policy_dir
 from certposture.errors import CertpostureError, PolicyError
 from certposture.files import emit
-from certposture.regotest import CoverageReport, RegoLoadError, load_suite
+from certposture.regofiles import RegoLoadError
+from certposture.regotest import CoverageReport, load_suite
 from certposture.report import printable
 from certposture.testreport import TEST_FORMATS, render_json, render_junit, render_pretty
 

@@ -10,9 +10,12 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from certposture.bundle import DATA_PATH, MANIFEST_PATH
 from certposture.engine import examples_dir
 from tests.certgen import CertKey
+from tests.opa_support import bundle_files, opa_engine, require_opa
 from tests.test_end_to_end import Cli, ca, cli
+from tests.test_explain import UNDEFINED_CALL, write_cross_file_policies
 
 __all__ = ["ca", "cli"]  # fixtures, imported for pytest
 
@@ -116,3 +119,46 @@ def test_bundle_rejects_rules_in_shipped_package(cli: Cli, ca: CertKey, tmp_path
     assert code == 3
     assert "adds rules to the shipped package data.certposture.posture" in err
     assert not (cli.work / "b.tar.gz").exists()
+
+
+def test_bundle_rejects_undefined_function(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    policy = tmp_path / "c.rego"
+    policy.write_text(UNDEFINED_CALL)
+
+    code, out, err = cli.run("bundle", "-o", str(cli.work / "b.tar.gz"), "--policy", str(policy))
+
+    assert code == 3
+    assert out == ""
+    assert err.startswith(f"error: {policy}:3:51: function undefined_fn is not defined in the loaded files")
+    assert not (cli.work / "b.tar.gz").exists()
+
+
+def test_bundle_cross_file_functions_load_in_opa(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    opa = require_opa()
+    cli.add_rule(cli.add_ca(ca))
+    policies = write_cross_file_policies(tmp_path / "corp")
+    output = cli.work / "bundle.tar.gz"
+
+    code, _, err = cli.run("bundle", "-o", str(output), "--policy", str(policies))
+
+    assert code == 0, err
+    files = bundle_files(output.read_bytes())
+    data = json.loads(files.pop(DATA_PATH))
+    files.pop(MANIFEST_PATH)
+    server = opa_engine(opa, [(name, text.decode()) for name, text in files.items()], data)
+    try:
+        reasons = server.eval_document(
+            "certposture.conditions.corp_rsa.reasons", {"certificate": {"public_key": {"size": 2048}}}
+        )
+    finally:
+        server.close()
+    assert reasons == [
+        {
+            "condition": "corp_rsa",
+            "code": "rsa_too_small",
+            "message": "RSA key is too small",
+            "expected": 3072,
+            "actual": 2048,
+        }
+    ]

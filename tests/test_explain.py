@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from certposture.engine import examples_dir
+from certposture.engine import check_policies, examples_dir
 from tests.certgen import CLIENT_AUTH, CertKey, make_ca, make_leaf
 from tests.test_end_to_end import FULL_RULE, HOSTNAME, SERIAL, Cli, ca, cli, good_leaf, pem_pair
 
@@ -474,3 +474,103 @@ def test_unwritable_stdout_exits_3(cli: Cli, ca: CertKey, redirect: str) -> None
     assert completed.returncode == 3
     assert "Traceback" not in completed.stderr
     assert completed.stderr.startswith("error: ")
+
+
+# Calls to undefined functions in extra policies
+
+UNDEFINED_CALL = (
+    'package certposture.conditions.c\n\nreasons contains {"code": "x", "message": "y"} if undefined_fn(1)\n'
+)
+
+# A helper package and a condition that calls it through an import, and calls the
+# shipped reason builder by its full path.
+CROSS_FILE_HELPERS = "package corp.rsa\n\ntoo_small(size) if size < 3072\n"
+CROSS_FILE_CONDITION = (
+    "package certposture.conditions.corp_rsa\n"
+    "\n"
+    "import data.corp.rsa\n"
+    "\n"
+    'reasons contains data.certposture.client_certificate.reason("corp_rsa", "rsa_too_small", '
+    '"RSA key is too small", 3072, size) if {\n'
+    "\tsize := input.certificate.public_key.size\n"
+    "\trsa.too_small(size)\n"
+    "}\n"
+)
+
+
+def write_cross_file_policies(folder: Path) -> Path:
+    """Write the helper and the condition that calls it into two files of ``folder``, and return ``folder``."""
+    folder.mkdir()
+    (folder / "helpers.rego").write_text(CROSS_FILE_HELPERS)
+    (folder / "condition.rego").write_text(CROSS_FILE_CONDITION)
+    return folder
+
+
+@pytest.mark.parametrize("command", ["evaluate", "explain"])
+def test_undefined_function_rejected_at_load(cli: Cli, ca: CertKey, tmp_path: Path, command: str) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    policy = tmp_path / "c.rego"
+    policy.write_text(UNDEFINED_CALL)
+
+    code, out, err = cli.run(command, "--policy", str(policy), str(collect(cli)))
+
+    assert code == 3
+    assert out == ""
+    assert err.startswith(f"error: {policy}:3:51: function undefined_fn is not defined in the loaded files")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_check_rejects_undefined_function(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    policy = tmp_path / "c.rego"
+    policy.write_text(UNDEFINED_CALL)
+
+    code, out, err = cli.run(
+        "check", "--hostname", HOSTNAME, "--serial-number", SERIAL, "--policy", str(policy)
+    )
+
+    assert code == 3
+    assert out == ""
+    assert f"{policy}:3:51: function undefined_fn is not defined" in err
+
+
+def test_undefined_shipped_function_named_with_import(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    policy = tmp_path / "typo.rego"
+    policy.write_text(
+        "package certposture.conditions.typo\n\n"
+        "import data.certposture.client_certificate\n\n"
+        'reasons contains client_certificate.reasn("typo", "x", "y", null, null) if input.certificate\n'
+    )  # fmt: skip
+
+    code, _, err = cli.run("evaluate", "--policy", str(policy), str(collect(cli)))
+
+    assert code == 3
+    assert (
+        f"{policy}:5:18: function client_certificate.reasn, "
+        "imported from data.certposture.client_certificate.reasn, is not defined"
+    ) in err
+
+
+def test_functions_from_other_files_accepted(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    ca_id = cli.add_ca(ca)
+    cert_path, key_path = pem_pair(cli, good_leaf(ca, key_type="rsa"))
+    cli.add_rule(ca_id, **FULL_RULE, locations={"paths": [cert_path, key_path]})
+    policies = write_cross_file_policies(tmp_path / "corp")
+
+    code, out, err = cli.run("evaluate", "--policy", str(policies), str(collect(cli, cert_path, key_path)))
+
+    assert code == 1, err
+    (reason,) = json.loads(out)["results"][0]["candidates"][0]["reasons"]
+    assert reason == {
+        "condition": "corp_rsa",
+        "code": "rsa_too_small",
+        "message": "RSA key is too small",
+        "expected": 3072,
+        "actual": 2048,
+    }
+
+
+@pytest.mark.parametrize("example", ["min_rsa_key_size", "max_certificate_lifetime"])
+def test_examples_pass_function_check(example: str) -> None:
+    check_policies([examples_dir() / example])
