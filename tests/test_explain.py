@@ -425,10 +425,35 @@ def test_misplaced_condition_fails_rule(
 
     code, out, _ = cli.run("evaluate", "--policy", str(policy), str(collect(cli, cert_path, key_path)))
 
-    assert code == 1
-    (reason,) = json.loads(out)["results"][0]["candidates"][0]["reasons"]
+    assert code == 3
+    (result,) = json.loads(out)["results"]
+    assert result["status"] == "error"
+    assert [item["code"] for item in result["reasons"]] == ["invalid_extension"]
+    (reason,) = result["candidates"][0]["reasons"]
     assert reason["code"] == "invalid_extension"
     assert message in reason["message"]
+
+
+def test_invalid_reason_for_one_certificate_is_rule_error(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    ca_id = cli.add_ca(ca)
+    good_cert, good_key = pem_pair(cli, good_leaf(ca), name="good")
+    odd_cert, odd_key = pem_pair(cli, make_leaf(ca, "odd-one"), name="odd")
+    cli.add_rule(ca_id, locations={"paths": [good_cert, good_key, odd_cert, odd_key]})
+    policy = tmp_path / "odd.rego"
+    policy.write_text(
+        'package certposture.conditions.odd\n\nreasons contains "not an object" if {\n'
+        '\t"odd-one" in input.certificate.subject.common_names\n}\n'
+    )
+    facts_path = collect(cli, good_cert, good_key, odd_cert, odd_key)
+
+    code, out, _ = cli.run("evaluate", "--policy", str(policy), str(facts_path))
+
+    assert code == 3
+    (result,) = json.loads(out)["results"]
+    assert result["status"] == "error"
+    assert result["passed"] is False
+    codes = sorted(reason["code"] for candidate in result["candidates"] for reason in candidate["reasons"])
+    assert codes == ["invalid_extension_reason"]
 
 
 @pytest.mark.parametrize(

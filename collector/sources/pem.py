@@ -383,9 +383,20 @@ class _KeyIndex:
         return PrivateKey(
             present=False,
             status="missing",
-            reason="no private key matching the certificate's public key was found in the given paths "
-            f"({self._key_count} unencrypted private {'key' if self._key_count == 1 else 'keys'} compared)",
+            reason=_no_matching_key_reason(self._key_count),
         )
+
+
+def _no_matching_key_reason(key_count: int) -> str:
+    # The count covers every path collected in this run, which may include other rules' paths.
+    if key_count == 0:
+        return "the collected paths hold no unencrypted private key"
+    if key_count == 1:
+        return "the one unencrypted private key in the collected paths does not match the certificate's public key"
+    return (
+        f"none of the {key_count} unencrypted private keys in the collected paths "
+        "matches the certificate's public key"
+    )
 
 
 def _nearest(certificate_path: str, key_paths: Sequence[str]) -> str:

@@ -142,12 +142,28 @@ _evaluate(rule, rule_input, facts, config, now_ns) := _outcome_with(status, reas
 	reasons := _rule_reasons(status, scope, count(candidates), count(errors))
 }
 
-_status(candidates) := "passed" if {
+# An invalid extra condition is a policy error, not a verdict on the device,
+# so it makes the rule an error even when another certificate passes.
+_status(candidates) := "error" if {
+	some candidate in candidates
+	some item in candidate.reasons
+	item.code in _invalid_extension_codes
+} else := "passed" if {
 	some candidate in candidates
 	candidate.passed
 } else := "failed"
 
+_invalid_extension_codes := {"invalid_extension", "invalid_extension_reason"}
+
 _rule_reasons("passed", _, _, _) := []
+
+_rule_reasons("error", _, _, _) := [reason(
+	"rule",
+	"invalid_extension",
+	"an extra condition loaded with --policy is invalid, so the rule cannot be evaluated; the candidates' reasons name it",
+	"valid extra conditions",
+	null,
+)]
 
 _rule_reasons("failed", scope, 0, error_count) := [reason(
 	"locations",
@@ -466,7 +482,7 @@ _key_in_scope(private_key, scope) if {
 }
 
 _private_key_missing_message(collector_reason) := sprintf(
-	"no private key matching the certificate was found in the collected locations (%s)",
+	"no private key matching the certificate was found: %s",
 	[collector_reason],
 ) if {
 	_text(collector_reason) != ""
@@ -540,8 +556,8 @@ _extensions(certificate, checks) := extensions if {
 
 # A package that cannot be a condition fails every certificate, so that a
 # misplaced or misnamed condition is never skipped in silence.
-_extra_outcome(name, extension) := _outcome_of(name, true, null, null, [reason(
-	name,
+_extra_outcome(name, extension) := _outcome_of(_extra_name(name), true, null, null, [reason(
+	_extra_name(name),
 	"invalid_extension",
 	problem,
 	"a package certposture.conditions.NAME with a rule reasons",
@@ -555,6 +571,12 @@ _extra_outcome(name, extension) := _outcome_of(name, true, null, null, [reason(
 	object.get(extension, "actual", null),
 	_extra_reasons(name, extension.reasons),
 )
+
+# An extra condition that takes a built-in condition's name is reported under
+# its package path, so that explain does not mix the two.
+_extra_name(name) := concat(".", ["certposture.conditions", name]) if {
+	name in _built_in_conditions
+} else := name
 
 _built_in_conditions := {"signer", "validity", "cn", "extended_key_usage", "private_key", "subject_alternative_names"}
 

@@ -423,7 +423,7 @@ test_fail_private_key_missing if {
 	_reasons(_result(_input, [cert])) == [{
 		"condition": "private_key",
 		"code": "private_key_missing",
-		"message": "no private key matching the certificate was found in the collected locations (no key file in the rule's paths matches the certificate's public key)",
+		"message": "no private key matching the certificate was found: no key file in the rule's paths matches the certificate's public key",
 		"expected": "present",
 		"actual": "missing",
 	}]
@@ -1041,7 +1041,8 @@ test_extra_conditions_sorted_by_name_after_built_in if {
 
 _extension_codes(conditions) := codes if {
 	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
-	result.status == "failed"
+	result.status == "error"
+	_rule_codes(result) == ["invalid_extension"]
 	codes := _codes(result)
 }
 
@@ -1065,6 +1066,7 @@ test_extra_condition_built_in_name_fails if {
 	_extension_codes(conditions) == ["invalid_extension"]
 	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
 	_reasons(result)[0].message == "extra condition \"cn\" has the name of a built-in condition; rename its package"
+	_reasons(result)[0].condition == "certposture.conditions.cn"
 }
 
 test_extra_reasons_sorted_by_code if {
@@ -1079,7 +1081,8 @@ test_extra_reasons_sorted_by_code if {
 test_extra_reason_without_code_fails_closed if {
 	conditions := {"x": {"reasons": {{"message": "no code"}}}}
 	result := _result(_input, [_cert]) with data.certposture.conditions as conditions
-	result.status == "failed"
+	result.status == "error"
+	result.passed == false
 	_codes(result) == ["invalid_extension_reason"]
 }
 

@@ -153,7 +153,9 @@ def test_pem_key_of_other_certificate(tmp_path: Path, ca: CertKey) -> None:
     assert cert.private_key.status == "missing"
     assert cert.private_key.location is None
     assert cert.private_key.reason is not None
-    assert "no private key matching the certificate's public key" in cert.private_key.reason
+    assert cert.private_key.reason == (
+        "the one unencrypted private key in the collected paths does not match the certificate's public key"
+    )
 
 
 def test_pem_no_key_missing(tmp_path: Path, ca: CertKey) -> None:
