@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,16 +217,22 @@ class RegoTestSuite:
         status = STATUS_PASS if value is True else STATUS_FAIL
         return RegoTestResult(test, status, duration, value=value, defined=True, prints=prints)
 
-    def run(self, tests: Iterable[RegoTest], *, coverage: bool = False) -> RegoTestRun:
-        """Run ``tests`` in order. With ``coverage``, also measure line coverage of the files without tests."""
+    def run(
+        self, tests: Iterable[RegoTest], *, coverage: bool = False, coverage_exclude: Collection[str] = ()
+    ) -> RegoTestRun:
+        """Run ``tests`` in order.
+
+        With ``coverage``, also measure line coverage of the files without
+        tests, other than the files named in ``coverage_exclude``.
+        """
         self._engine.set_enable_coverage(coverage)
         if coverage:
             self._engine.clear_coverage_data()
         results = tuple(self.run_test(test) for test in tests)
-        report = self._coverage_report() if coverage else None
+        report = self._coverage_report(coverage_exclude) if coverage else None
         return RegoTestRun(results, report)
 
-    def _coverage_report(self) -> CoverageReport:
+    def _coverage_report(self, exclude: Collection[str]) -> CoverageReport:
         # get_coverage_report_as_json: {"files": [{"path", "code", "covered": [line...], "not_covered": [...]}]}
         # regorus lists only the files in which it evaluated at least one expression. Every line of
         # a file it left out is not covered, so that file counts as 0%, not as a file without lines.
@@ -234,7 +240,7 @@ class RegoTestSuite:
         by_file = {entry["path"]: entry for entry in raw.get("files", [])}
         files = []
         for name in self.files:
-            if name in self.test_files:
+            if name in self.test_files or name in exclude:
                 continue
             entry = by_file.get(name)
             if entry is None:

@@ -104,11 +104,15 @@ def test_command(
         )
     minimum = _parse_threshold(threshold) if threshold is not None else None
     pattern = _compile_run_pattern(run) if run is not None else None
-    roots = _roots(paths or [], with_shipped)
+    shipped = _shipped_files() if with_shipped else []
+    roots = _roots(paths or [], shipped)
 
     suite = load_suite(roots, [Path(file) for file in data or []])
     selected = suite.select(pattern)
-    result = suite.run(selected, coverage=coverage or minimum is not None)
+    # The shipped policies are loaded for the tests to call, and are not the code under test.
+    result = suite.run(
+        selected, coverage=coverage or minimum is not None, coverage_exclude={str(file) for file in shipped}
+    )
 
     if output_format == "json":
         emit(render_json(result).encode())
@@ -147,16 +151,18 @@ def _compile_run_pattern(text: str) -> re.Pattern[str]:
         ) from None
 
 
-def _roots(paths: list[str], with_shipped: bool) -> list[Path]:
+def _shipped_files() -> list[Path]:
+    try:
+        return policy_files([shipped_policy_dir()])
+    except PolicyError as error:
+        raise RegoLoadError(str(error)) from None
+
+
+def _roots(paths: list[str], shipped: list[Path]) -> list[Path]:
     for path in paths:
         if path == "":
             raise TestArgumentError("a PATH is empty; give a Rego file or folder")
-    roots = [Path(path) for path in paths]
-    if with_shipped:
-        try:
-            roots.extend(policy_files([shipped_policy_dir()]))
-        except PolicyError as error:
-            raise RegoLoadError(str(error)) from None
+    roots = [*(Path(path) for path in paths), *shipped]
     if not roots:
         raise TestArgumentError("no PATH given; give Rego files or folders, or --with-shipped")
     return roots

@@ -920,3 +920,14 @@ def test_example_without_shipped_policies_fails_to_compile(capsys: pytest.Captur
         f"error: {example / 'min_rsa_key_size.rego'}:21:18: function reason, "
         "imported from data.certposture.client_certificate.reason, is not defined"
     )
+
+
+def test_with_shipped_coverage_counts_own_files_only(capsys: pytest.CaptureFixture[str]) -> None:
+    example = examples_dir() / "min_rsa_key_size"
+
+    code, document = run_json(capsys, "--with-shipped", "--threshold", "90", str(example))
+
+    assert code == 0
+    files = [entry["file"] for entry in document["coverage"]["files"]]
+    assert files == [str(example / "min_rsa_key_size.rego")]
+    assert document["coverage"]["percentage"] == 100.0
