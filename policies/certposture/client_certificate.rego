@@ -932,9 +932,9 @@ _text_or(value, fallback) := value if {
 } else := fallback
 
 # Quotes a string for a message, and writes other values as JSON.
-# Other values are named by type: json.marshal and sprintf("%v") write some
-# numbers and characters differently in OPA and regorus, and the value itself
-# is in the reason's actual field.
+# Other values are named by type: json.marshal writes some numbers and
+# characters differently in OPA and regorus (2.0, and < > & escaped in OPA
+# only), and the value itself is in the reason's actual field.
 _quote(value) := sprintf("\"%s\"", [value]) if {
 	is_string(value)
 } else := "null" if {
