@@ -21,7 +21,7 @@ import orjson
 import regorus
 
 from certposture.errors import InputError, PolicyError
-from certposture.regoast import check_function_calls
+from certposture.regoast import check_function_calls, package_path, rule_paths
 from certposture.regofiles import RegoLoadError
 from collector.facts import Facts, format_utc
 
@@ -124,32 +124,68 @@ def load_policies(engine: Any, directories: Sequence[Path]) -> list[str]:
 def check_policies(extra_dirs: Sequence[Path]) -> None:
     """Load the shipped and extra policies once, so that a broken extra file is reported before evaluation.
 
-    An extra policy may not add rules to a shipped package or to the data
-    root ``certposture_config``, where it would change how every rule is evaluated.
-    A call to a function that no loaded policy defines and regorus does not
-    provide is rejected too, because OPA refuses to load such a bundle and
-    regorus would fail only when evaluation reaches the call.
+    An extra policy must declare a package ``certposture.conditions.NAME``
+    or a package outside ``certposture`` and ``certposture_config``, so that
+    it cannot change the shipped rules or the stored configuration. A package
+    that coincides with a rule of another module, a call to a function that
+    no loaded policy defines and regorus does not provide, and a call with
+    the wrong number of arguments to a defined function are rejected too:
+    OPA refuses to load such a bundle, and regorus would fail only when
+    evaluation reaches them.
     """
     engine = regorus.Engine()
     shipped = set(load_policies(engine, [shipped_policy_dir()]))
     for path in policy_files(extra_dirs):
         (package,) = load_policies(engine, [path])
-        if package in shipped:
-            raise PolicyError(
-                f"policy {path} adds rules to the shipped package {package}; "
-                "put an extra condition in its own package certposture.conditions.NAME"
-            )
-        if package == f"data.{CONFIG_ROOT}" or package.startswith(f"data.{CONFIG_ROOT}."):
-            raise PolicyError(
-                f"policy {path} declares package {package}, under the data root {CONFIG_ROOT}; "
-                "move it to another package"
-            )
+        _check_extra_package(path, package, shipped)
 
     modules = {module["source"]["file"]: module for module in orjson.loads(engine.get_ast_as_json())}
+    _check_package_conflicts(modules)
     try:
         check_function_calls(modules, list(modules))
     except RegoLoadError as error:
         raise PolicyError(str(error)) from None
+
+
+_CONDITIONS_PACKAGE = "data.certposture.conditions"
+
+
+def _check_extra_package(path: Path, package: str, shipped: set[str]) -> None:
+    if package in shipped:
+        raise PolicyError(
+            f"policy {path} adds rules to the shipped package {package}; "
+            "put an extra condition in its own package certposture.conditions.NAME"
+        )
+    if package == f"data.{CONFIG_ROOT}" or package.startswith(f"data.{CONFIG_ROOT}."):
+        raise PolicyError(
+            f"policy {path} declares package {package}, under the data root {CONFIG_ROOT}; "
+            "move it to another package"
+        )
+    if package.startswith(f"{_CONDITIONS_PACKAGE}."):
+        if "." in package.removeprefix(f"{_CONDITIONS_PACKAGE}.") or "[" in package:
+            raise PolicyError(
+                f"policy {path} declares package {package}, nested below a condition; "
+                "a condition is a package certposture.conditions.NAME with one more name"
+            )
+    elif package == "data.certposture" or package.startswith("data.certposture."):
+        raise PolicyError(
+            f"policy {path} declares package {package} inside the shipped certposture packages; "
+            "use certposture.conditions.NAME for an extra condition and a package outside certposture for helpers"
+        )
+
+
+def _check_package_conflicts(modules: dict[str, dict[str, Any]]) -> None:
+    """Reject a package that lies at or below the document of a rule in another module, which OPA rejects."""
+    rules = {path: file for file, module in modules.items() for path in rule_paths(module)}
+    for file, module in modules.items():
+        package = package_path(module)
+        for length in range(1, len(package) + 1):
+            owner = rules.get(package[:length])
+            if owner is not None:
+                raise PolicyError(
+                    f"policy {file} declares package data.{'.'.join(package)}, which conflicts with the "
+                    f"rule data.{'.'.join(package[:length])} in {owner}; rename the package or the rule"
+                )
 
 
 def build_config(

@@ -90,6 +90,7 @@ def check_function_calls(modules: dict[str, dict[str, Any]], files: Sequence[str
     name, so every call is checked.
     """
     functions = _defined_functions(modules.values())
+    arities = _function_arities(modules.values())
     for file in files:
         module = modules[file]
         package = _reference_parts(module["ast"]["package"]["refr"]) or ()
@@ -104,9 +105,13 @@ def check_function_calls(modules: dict[str, dict[str, Any]], files: Sequence[str
                 candidates = [name[1:]]
             elif name[0] in aliases:
                 candidates.append(aliases[name[0]] + name[1:])
-            if any(candidate in functions for candidate in candidates) or _is_builtin(name):
-                continue
+            defined = [candidate for candidate in candidates if candidate in functions]
             span = _leftmost_span(call["fcn"])
+            if defined:
+                _check_arity(file, span, ".".join(name), len(call["params"]), arities.get(defined[0], set()))
+                continue
+            if _is_builtin(name):
+                continue
             described_name = ".".join(name)
             if name[0] in aliases:
                 described_name += f", imported from data.{'.'.join(aliases[name[0]] + name[1:])},"
@@ -135,6 +140,55 @@ def _defined_functions(modules: Iterable[dict[str, Any]]) -> set[tuple[str, ...]
             if parts is not None:
                 functions.add(package + parts)
     return functions
+
+
+def _function_arities(modules: Iterable[dict[str, Any]]) -> dict[tuple[str, ...], set[int]]:
+    """Map the path (without ``data``) of every function defined with arguments to its argument counts."""
+    arities: dict[tuple[str, ...], set[int]] = {}
+    for module in modules:
+        package = _reference_parts(module["ast"]["package"]["refr"]) or ()
+        for rule in module["ast"]["rules"]:
+            head = rule.get("Spec", {}).get("head", {})
+            if "Func" not in head:
+                continue
+            parts = _reference_parts(head["Func"]["refr"])
+            if parts is not None:
+                arities.setdefault(package + parts, set()).add(len(head["Func"]["args"]))
+    return arities
+
+
+def _check_arity(file: str, span: dict[str, int], name: str, supplied: int, arities: set[int]) -> None:
+    # A call may pass one more argument than the function takes, to bind its result (f(x, y) for y := f(x)).
+    if not arities or any(supplied in (arity, arity + 1) for arity in arities):
+        return
+    expected = " or ".join(str(arity) for arity in sorted(arities))
+    raise RegoLoadError(
+        f"{file}:{span['line']}:{span['col']}: function {name} takes {expected} argument(s), "
+        f"but the call passes {supplied}; correct the call"
+    )
+
+
+def rule_paths(module: dict[str, Any]) -> set[tuple[str, ...]]:
+    """Return the path (without ``data``) of the document each rule of ``module`` defines: its package and first name."""
+    package = _reference_parts(module["ast"]["package"]["refr"]) or ()
+    paths = set()
+    for rule in module["ast"]["rules"]:
+        if "Default" in rule:
+            refr = rule["Default"]["refr"]
+        else:
+            head = rule.get("Spec", {}).get("head", {})
+            if not head:
+                continue
+            refr = next(iter(head.values()))["refr"]
+        while "Var" not in refr:
+            refr = next(iter(refr.values()))["refr"]
+        paths.add((*package, refr["Var"]["value"]))
+    return paths
+
+
+def package_path(module: dict[str, Any]) -> tuple[str, ...]:
+    """Return the package of ``module`` as a path without ``data``."""
+    return _reference_parts(module["ast"]["package"]["refr"]) or ()
 
 
 def _import_aliases(module: dict[str, Any]) -> dict[str, tuple[str, ...]]:

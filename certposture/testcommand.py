@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from certposture.engine import policy_files, shipped_policy_dir
+from certposture.engine import check_policies, policy_files, shipped_policy_dir
 from certposture.errors import CertpostureError, PolicyError
 from certposture.files import emit
 from certposture.regofiles import RegoLoadError
@@ -108,6 +108,8 @@ def test_command(
     roots = _roots(paths or [], shipped)
 
     suite = load_suite(roots, [Path(file) for file in data or []])
+    if shipped:
+        _check_against_shipped([Path(path) for path in paths or []])
     selected = suite.select(pattern)
     # The shipped policies are loaded for the tests to call, and are not the code under test.
     result = suite.run(
@@ -149,6 +151,14 @@ def _compile_run_pattern(text: str) -> re.Pattern[str]:
             f"--run {text!r} is not a valid regular expression ({error}); "
             "escape characters such as ( [ * with a backslash"
         ) from None
+
+
+def _check_against_shipped(paths: list[Path]) -> None:
+    """Apply the checks of --policy to the policy files under test, so that test and evaluate agree."""
+    try:
+        check_policies(paths)
+    except PolicyError as error:
+        raise RegoLoadError(str(error)) from None
 
 
 def _shipped_files() -> list[Path]:

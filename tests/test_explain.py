@@ -407,8 +407,6 @@ def test_policy_option_rejects_non_utf8_name(cli: Cli, ca: CertKey, tmp_path: Pa
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ('package certposture.conditions.acme.cn_prefix\n\nreasons contains {"code": "x", "message": "y"}\n',
-         "package certposture.conditions.acme has no rule reasons"),
         ('package certposture.conditions.typo\n\nreason contains {"code": "x", "message": "y"}\n',
          "package certposture.conditions.typo has no rule reasons"),
         ('package certposture.conditions.cn\n\nreasons := set()\n', "has the name of a built-in condition"),
@@ -599,3 +597,39 @@ def test_functions_from_other_files_accepted(cli: Cli, ca: CertKey, tmp_path: Pa
 @pytest.mark.parametrize("example", ["min_rsa_key_size", "max_certificate_lifetime"])
 def test_examples_pass_function_check(example: str) -> None:
     check_policies([examples_dir() / example])
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"a.rego": 'package certposture.conditions.acme.cn_prefix\n\nreasons contains {"code": "x", "message": "y"}\n'},
+         "nested below a condition"),
+        ({"a.rego": "package certposture\n\nposture := {}\n"}, "inside the shipped certposture packages"),
+        ({"a.rego": "package certposture.posture.results\n\nx := 1\n"}, "inside the shipped certposture packages"),
+        ({"a.rego": "package certposture.client_certificate.reason\n\nx := 1\n"},
+         "inside the shipped certposture packages"),
+        ({"a.rego": "package acme.lib\n\nx := 1\n", "b.rego": "package acme.lib.x\n\ny := 1\n"},
+         "conflicts with the rule data.acme.lib.x"),
+        ({"a.rego": 'package certposture.conditions.arity\n\nimport data.certposture.client_certificate.reason\n\n'
+                    'reasons contains reason("arity", "c", "m")\n'},
+         "function reason takes 5 argument(s), but the call passes 3"),
+    ],
+)  # fmt: skip
+def test_extra_policy_rejected_at_load(
+    cli: Cli, ca: CertKey, tmp_path: Path, files: dict[str, str], message: str
+) -> None:
+    cli.add_rule(cli.add_ca(ca))
+    folder = tmp_path / "extra"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    facts_path = collect(cli)
+
+    for command in ("evaluate", "bundle"):
+        arguments = [str(facts_path)] if command == "evaluate" else ["-o", str(cli.work / "b.tar.gz")]
+        code, out, err = cli.run(command, "--policy", str(folder), *arguments)
+
+        assert code == 3, f"{command}: {err}"
+        assert out == ""
+        assert message in err
+    assert not (cli.work / "b.tar.gz").exists()

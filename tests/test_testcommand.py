@@ -931,3 +931,16 @@ def test_with_shipped_coverage_counts_own_files_only(capsys: pytest.CaptureFixtu
     files = [entry["file"] for entry in document["coverage"]["files"]]
     assert files == [str(example / "min_rsa_key_size.rego")]
     assert document["coverage"]["percentage"] == 100.0
+
+
+def test_with_shipped_applies_policy_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "override.rego").write_text("package certposture.posture\n\ndefault results := []\n")
+    (tmp_path / "override_test.rego").write_text(
+        "package override_test\n\ntest_empty if data.certposture.posture.results == []\n"
+    )
+
+    code, out, err = run(capsys, "--with-shipped", str(tmp_path))
+
+    assert code == 1
+    assert out == ""
+    assert "adds rules to the shipped package data.certposture.posture" in err
