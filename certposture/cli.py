@@ -415,6 +415,8 @@ def bundle_command(
     ] = None,
 ) -> None:
     """Write an OPA bundle: the policies, the stored rules and the signing-certificate data."""
+    if not output.strip():
+        raise InputError("--output is empty; give the bundle's file name, or - for standard output")
     extra_policies = extra_policy_dirs(policy or [])
     if extra_policies:
         check_policies(extra_policies)

@@ -81,6 +81,11 @@ class Store:
         if self._connection is not None:
             return self._connection
         path = self.home / DATABASE_NAME
+        if self.home.exists() and not self.home.is_dir():
+            raise StoreError(
+                f"store home {self.home} exists and is not a directory; "
+                "give a directory with --home or CERTPOSTURE_HOME"
+            )
         try:
             self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
             connection = sqlite3.connect(path, isolation_level=None)

@@ -140,6 +140,19 @@ def test_empty_home_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--home is empty" in capsys.readouterr().err
 
 
+def test_home_that_is_a_file_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home.json"
+    home.write_text("{}")
+
+    assert main(["--home", str(home), "rules", "list"]) == 3
+    assert f"store home {home} exists and is not a directory" in capsys.readouterr().err
+
+
+def test_bundle_empty_output_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--home", str(tmp_path / "home"), "bundle", "-o", " "]) == 2
+    assert "--output is empty" in capsys.readouterr().err
+
+
 def test_empty_name_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_ca("Device CA").write_cert(tmp_path / "ca.pem")
     code, _, err = run(capsys, tmp_path / "home", "ca", "add", "--name", " ", str(tmp_path / "ca.pem"))
