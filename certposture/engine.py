@@ -83,7 +83,7 @@ def extra_policy_dirs(values: Sequence[str]) -> list[Path]:
                 raise InputError(f"--policy {value}: not a .rego file; give a folder of .rego files")
             if path.name.endswith("_test.rego"):
                 raise InputError(
-                    f"--policy {value}: a *_test.rego file holds tests, which evaluation never loads; "
+                    f"--policy {value}: a *_test.rego file contains tests, which evaluation never loads; "
                     "give the policy file, and run the tests with certposture test"
                 )
         elif path.exists():
@@ -100,8 +100,8 @@ def _check_utf8_name(path: Path) -> None:
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        raise InputError(f"policy file name {shown} is not valid UTF-8; rename the file") from None
+        escaped = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise InputError(f"policy file name {escaped} is not valid UTF-8; rename the file") from None
 
 
 def load_policies(engine: Any, directories: Sequence[Path]) -> list[str]:
@@ -126,12 +126,12 @@ def check_policies(extra_dirs: Sequence[Path]) -> None:
 
     An extra policy must declare a package ``certposture.conditions.NAME``
     or a package outside ``certposture`` and ``certposture_config``, so that
-    it cannot change the shipped rules or the stored configuration. A package
+    it cannot change the shipped rules or the stored configuration. Three
+    more mistakes are rejected, because OPA refuses to load a bundle with
+    them and regorus would fail only when evaluation reaches them: a package
     that coincides with a rule of another module, a call to a function that
-    no loaded policy defines and regorus does not provide, and a call with
-    the wrong number of arguments to a defined function are rejected too:
-    OPA refuses to load such a bundle, and regorus would fail only when
-    evaluation reaches them.
+    no loaded policy defines and regorus does not provide, and a call to a
+    defined function with the wrong number of arguments.
     """
     engine = regorus.Engine()
     shipped = set(load_policies(engine, [shipped_policy_dir()]))

@@ -375,7 +375,7 @@ def test_policy_option_rejects_test_file(cli: Cli, ca: CertKey, tmp_path: Path) 
 
     assert code == 2
     assert out == ""
-    assert "a *_test.rego file holds tests, which evaluation never loads" in err
+    assert "a *_test.rego file contains tests, which evaluation never loads" in err
 
 
 def test_policy_option_rejects_fifo(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
