@@ -21,7 +21,7 @@ import orjson
 import regorus
 
 from certposture.errors import InputError, PolicyError
-from certposture.regoast import check_function_calls, package_path, rule_paths
+from certposture.regoast import check_builtin_shadowing, check_function_calls, package_path, rule_paths
 from certposture.regofiles import RegoLoadError
 from collector.facts import Facts, format_utc
 
@@ -126,12 +126,14 @@ def check_policies(extra_dirs: Sequence[Path]) -> None:
 
     An extra policy must declare a package ``certposture.conditions.NAME``
     or a package outside ``certposture`` and ``certposture_config``, so that
-    it cannot change the shipped rules or the stored configuration. Three
-    more mistakes are rejected, because OPA refuses to load a bundle with
-    them and regorus would fail only when evaluation reaches them: a package
-    that coincides with a rule of another module, a call to a function that
-    no loaded policy defines and regorus does not provide, and a call to a
-    defined function with the wrong number of arguments.
+    it cannot change the shipped rules or the stored configuration, and it
+    may not define a rule named like a builtin, which would replace the
+    builtin for every file of its package. Three more mistakes are rejected,
+    because OPA refuses to load a bundle with them and regorus would fail
+    only when evaluation reaches them: a package that coincides with a rule
+    of another module, a call to a function that no loaded policy defines
+    and regorus does not provide, and a call to a defined function with the
+    wrong number of arguments.
     """
     engine = regorus.Engine()
     shipped = set(load_policies(engine, [shipped_policy_dir()]))
@@ -141,13 +143,20 @@ def check_policies(extra_dirs: Sequence[Path]) -> None:
 
     modules = {module["source"]["file"]: module for module in orjson.loads(engine.get_ast_as_json())}
     _check_package_conflicts(modules)
+    extra_files = {str(path) for path in policy_files(extra_dirs)}
     try:
+        for file, module in modules.items():
+            if file in extra_files:
+                check_builtin_shadowing(module)
         check_function_calls(modules, list(modules))
     except RegoLoadError as error:
         raise PolicyError(str(error)) from None
 
 
 _CONDITIONS_PACKAGE = "data.certposture.conditions"
+# Condition names appear in results and explain output beside the built-in ones, so they are
+# plain ASCII: an empty name or a look-alike letter (Cyrillic s in "signer") is rejected.
+_CONDITION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _check_extra_package(path: Path, package: str, shipped: set[str]) -> None:
@@ -162,10 +171,16 @@ def _check_extra_package(path: Path, package: str, shipped: set[str]) -> None:
             "move it to another package"
         )
     if package.startswith(f"{_CONDITIONS_PACKAGE}."):
-        if "." in package.removeprefix(f"{_CONDITIONS_PACKAGE}.") or "[" in package:
+        name = package.removeprefix(f"{_CONDITIONS_PACKAGE}.")
+        if "." in name or "[" in name:
             raise PolicyError(
                 f"policy {path} declares package {package}, nested below a condition; "
                 "a condition is a package certposture.conditions.NAME with one more name"
+            )
+        if not _CONDITION_NAME.fullmatch(name):
+            raise PolicyError(
+                f"policy {path} declares condition name {name!r}, which is not an ASCII identifier; "
+                "name the condition with letters A-Z and a-z, digits and underscores"
             )
     elif package == "data.certposture" or package.startswith("data.certposture."):
         raise PolicyError(

@@ -186,6 +186,31 @@ def rule_paths(module: dict[str, Any]) -> set[tuple[str, ...]]:
     return paths
 
 
+def check_builtin_shadowing(module: dict[str, Any]) -> None:
+    """Raise :class:`RegoLoadError` for a rule or function of ``module`` named like a regorus builtin.
+
+    Such a definition replaces the builtin for every module of its package, so
+    a second file could turn another condition's ``sprintf`` or ``count`` into
+    something that never fails.
+    """
+    for rule in module["ast"]["rules"]:
+        if "Default" in rule:
+            refr = rule["Default"]["refr"]
+        else:
+            head = rule.get("Spec", {}).get("head", {})
+            if not head:
+                continue
+            refr = next(iter(head.values()))["refr"]
+        name = _reference_parts(refr)
+        if name is None or not all(_IDENTIFIER.fullmatch(part) for part in name) or not _is_builtin(name):
+            continue
+        span = _leftmost_span(refr)
+        raise RegoLoadError(
+            f"{module['source']['file']}:{span['line']}:{span['col']}: {'.'.join(name)} is the name of a "
+            "regorus builtin, and defining it would replace the builtin in the whole package; rename it"
+        )
+
+
 def package_path(module: dict[str, Any]) -> tuple[str, ...]:
     """Return the package of ``module`` as a path without ``data``."""
     return _reference_parts(module["ast"]["package"]["refr"]) or ()

@@ -613,6 +613,11 @@ def test_examples_pass_function_check(example: str) -> None:
         ({"a.rego": 'package certposture.conditions.arity\n\nimport data.certposture.client_certificate.reason\n\n'
                     'reasons contains reason("arity", "c", "m")\n'},
          "function reason takes 5 argument(s), but the call passes 3"),
+        ({"a.rego": 'package certposture.conditions.min_rsa_key_size\n\nsprintf(_, _) := "never" if false\n'},
+         "sprintf is the name of a regorus builtin"),
+        ({"a.rego": 'package certposture.conditions["\u0455igner"]\n\nreasons := set()\n'},
+         "which is not an ASCII identifier"),
+        ({"a.rego": 'package certposture.conditions[""]\n\nreasons := set()\n'}, "which is not an ASCII identifier"),
     ],
 )  # fmt: skip
 def test_extra_policy_rejected_at_load(
@@ -633,3 +638,22 @@ def test_extra_policy_rejected_at_load(
         assert out == ""
         assert message in err
     assert not (cli.work / "b.tar.gz").exists()
+
+
+def test_builtin_shadowing_cannot_disable_condition(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    ca_id = cli.add_ca(ca)
+    cert_path, key_path = pem_pair(cli, good_leaf(ca, key_type="rsa"))
+    cli.add_rule(ca_id, locations={"paths": [cert_path, key_path]})
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "p.rego").write_text(
+        'package certposture.conditions.min_rsa_key_size\n\nsprintf(_, _) := x if {\n\tx := "never"\n\tfalse\n}\n'
+    )
+
+    code, out, err = cli.run(
+        "evaluate", "--policy", min_rsa(), "--policy", str(shadow), str(collect(cli, cert_path, key_path))
+    )
+
+    assert code == 3
+    assert out == ""
+    assert f"{shadow / 'p.rego'}:3:1: sprintf is the name of a regorus builtin" in err

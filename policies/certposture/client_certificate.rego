@@ -586,6 +586,11 @@ _extension_problem(name, extension) := sprintf(
 ) if {
 	name in _built_in_conditions
 } else := sprintf(
+	"extra condition name %s is not an ASCII identifier; name the condition with letters, digits and underscores",
+	[_quote(name)],
+) if {
+	not regex.match(`^[A-Za-z_][A-Za-z0-9_]*$`, name)
+} else := sprintf(
 	"data.certposture.conditions.%s is not a package; put each extra condition in its own package certposture.conditions.NAME",
 	[name],
 ) if {

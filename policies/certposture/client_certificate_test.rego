@@ -1164,3 +1164,9 @@ test_fail_invalid_rule_locations_not_object if {
 		"actual": ["/etc/corp/client.pem"],
 	}]
 }
+
+test_extra_condition_name_not_identifier_fails if {
+	_extension_codes({"\u0455igner": {"reasons": set()}}) == ["invalid_extension"]
+	_extension_codes({"": {"reasons": set()}}) == ["invalid_extension"]
+	_extension_codes({"min_rsa_key_size ": {"reasons": set()}}) == ["invalid_extension"]
+}
