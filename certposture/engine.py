@@ -237,12 +237,18 @@ def evaluate(
     try:
         engine.add_data_json(orjson.dumps({CONFIG_ROOT: config}).decode())
         engine.set_input_json(orjson.dumps(facts.model_dump(mode="json")).decode())
-        raw = engine.eval_rule(RESULTS_QUERY)
+        # As JSON, because eval_rule fails to convert some values to Python ("not an i64" for 1e308).
+        raw_json = engine.eval_rule_as_json(RESULTS_QUERY)
     except RuntimeError as error:
         raise PolicyError(f"policy evaluation failed: {describe_engine_error(error)}") from None
     except TypeError as error:
         # orjson rejects integers beyond 64 bits, which the facts schema bounds but stored rules do not.
         raise PolicyError(f"policy input cannot be encoded as JSON: {error}") from None
+    try:
+        # regorus writes an undefined rule as this JSON string.
+        raw = None if raw_json.strip() == '"<undefined>"' else orjson.loads(raw_json)
+    except orjson.JSONDecodeError as error:
+        raise PolicyError(f"policy results are not valid JSON: {error}") from None
 
     results = _check_results(raw, config["rules"])
     logger.debug("evaluated %d rule(s)", len(results))

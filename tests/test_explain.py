@@ -657,3 +657,19 @@ def test_builtin_shadowing_cannot_disable_condition(cli: Cli, ca: CertKey, tmp_p
     assert code == 3
     assert out == ""
     assert f"{shadow / 'p.rego'}:3:1: sprintf is the name of a regorus builtin" in err
+
+
+def test_extra_reason_with_large_float(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    ca_id = cli.add_ca(ca)
+    cert_path, key_path = pem_pair(cli, good_leaf(ca))
+    cli.add_rule(ca_id, locations={"paths": [cert_path, key_path]})
+    policy = tmp_path / "big.rego"
+    policy.write_text(
+        'package certposture.conditions.big\n\nreasons contains {"code": "c", "message": "m", "actual": 1e308}\n'
+    )
+
+    code, out, err = cli.run("evaluate", "--policy", str(policy), str(collect(cli, cert_path, key_path)))
+
+    assert code == 1, err
+    (reason,) = json.loads(out)["results"][0]["candidates"][0]["reasons"]
+    assert reason["actual"] == 1e308
