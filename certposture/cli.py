@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import orjson
 import typer
 
-from certposture import __version__, posture
+from certposture import __version__, decide, decisionlog, posture, posturelog
 from certposture.bundle import build_store_bundle
 from certposture.engine import check_policies, extra_policy_dirs
 from certposture.errors import CertpostureError, FactsError, InputError
@@ -26,6 +28,7 @@ from certposture.rules import parse_rules_document, validate_rules
 from certposture.signing import parse_signing_certificate
 from certposture.store import Store, resolve_home
 from certposture.testcommand import test_command
+from certposture.watch import watch_check
 from collector.facts import Facts, dump_facts
 
 app = typer.Typer(
@@ -299,14 +302,21 @@ def collect_command(
         emit(data)
 
 
-def _report(document: dict[str, Any], errors: list[CertpostureError], output_format: str) -> None:
+def _report(
+    document: dict[str, Any],
+    errors: list[CertpostureError],
+    output_format: str,
+    log_error: CertpostureError | None = None,
+) -> None:
+    """Print the results and errors, then exit; ``log_error`` (an unwritable decision log) makes the exit code 3."""
     if output_format == "table":
         emit(render_results_table(document).encode())
     else:
         emit(render_json(document).encode())
-    for error in dict.fromkeys(str(error) for error in errors):
+    shown = [*errors, log_error] if log_error is not None else errors
+    for error in dict.fromkeys(str(error) for error in shown):
         typer.echo(f"error: {printable(error)}", err=True)
-    code = posture.exit_code(document["results"])
+    code = posture.exit_code(document["results"]) if log_error is None else posture.EXIT_ERROR
     if code == posture.EXIT_FAILED and all(r["status"] == "not_applicable" for r in document["results"]):
         typer.echo("note: no rule applies to this device, so none passed", err=True)
     raise typer.Exit(code)
@@ -318,6 +328,14 @@ FactsArgument = Annotated[str, typer.Argument(metavar="[FACTS|-]", help="Facts J
 def _evaluate_file(
     facts_file: str, at: str | None, rule: str | None, policy: list[str] | None, explain: bool
 ) -> tuple[dict[str, Any], list[CertpostureError]]:
+    document, errors, _ = _evaluate_facts_file(facts_file, at, rule, policy, explain)
+    return document, errors
+
+
+def _evaluate_facts_file(
+    facts_file: str, at: str | None, rule: str | None, policy: list[str] | None, explain: bool
+) -> tuple[dict[str, Any], list[CertpostureError], Facts | None]:
+    """Read and evaluate a facts file; return the results, the errors met and the facts (None if unreadable)."""
     evaluated_at = posture.parse_time(at) if at is not None else None
     extra_policies = extra_policy_dirs(policy or [])
     facts = None
@@ -330,7 +348,7 @@ def _evaluate_file(
         facts_error = FactsError(str(read_error))
     except CertpostureError as parse_error:
         facts_error = parse_error
-    return posture.evaluate_facts(
+    document, errors = posture.evaluate_facts(
         _store(),
         facts,
         at=evaluated_at,
@@ -339,6 +357,66 @@ def _evaluate_file(
         extra_policies=extra_policies,
         explain=explain,
     )
+    return document, errors, facts
+
+
+DecisionLogOption = Annotated[
+    str | None,
+    typer.Option(
+        "--decision-log",
+        metavar="FILE",
+        help="Append an OPA decision-log event (one JSON line) to FILE; a new file gets mode 0600.",
+    ),
+]
+MaskOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mask",
+        metavar="POINTER",
+        help="JSON pointer under /input or /result to remove from the decision-log event; repeatable.",
+    ),
+]
+MaskDeviceOption = Annotated[
+    bool,
+    typer.Option(
+        "--mask-device",
+        help="Remove /input/device/hostname and /input/device/serial_number from the decision-log event.",
+    ),
+]
+
+
+def _decision_masks(decision_log: str | None, mask: list[str] | None, mask_device: bool) -> list[str]:
+    """Check the decision-log options before evaluating, so a usage error writes nothing."""
+    if decision_log is None:
+        if mask or mask_device:
+            option = "--mask" if mask else "--mask-device"
+            raise InputError(f"{option} applies to the decision log only; add --decision-log FILE")
+        return []
+    if not decision_log.strip():
+        raise InputError("--decision-log is empty; give a file to append decision events to")
+    return decisionlog.mask_pointers(mask or [], mask_device)
+
+
+def _log_results(
+    document: dict[str, Any],
+    facts: Facts | None,
+    decision_log: str | None,
+    masks: list[str],
+    evaluation_ns: int,
+) -> CertpostureError | None:
+    """Append the results to the posture log and the decision log; return the decision log's error, if any."""
+    warning = posture.record_posture_log(_store(), document, facts)
+    if warning is not None:
+        typer.echo(f"warning: {printable(warning)}", err=True)
+    if decision_log is None:
+        return None
+    metrics = {"timer_certposture_evaluate_ns": evaluation_ns}
+    event = decisionlog.build_event(facts, document["results"], masks, metrics)
+    try:
+        decisionlog.append_event(decision_log, event)
+    except CertpostureError as error:
+        return error
+    return None
 
 
 @app.command("evaluate")
@@ -348,10 +426,17 @@ def evaluate_command(
     rule: RuleOption = None,
     policy: PolicyOption = None,
     output_format: FormatOption = "json",
+    decision_log: DecisionLogOption = None,
+    mask: MaskOption = None,
+    mask_device: MaskDeviceOption = False,
 ) -> None:
-    """Evaluate facts against the stored rules and print the results."""
-    document, errors = _evaluate_file(facts_file, at, rule, policy, explain=False)
-    _report(document, errors, output_format)
+    """Evaluate facts against the stored rules, print the results and append them to the posture log."""
+    masks = _decision_masks(decision_log, mask, mask_device)
+    started = time.perf_counter_ns()
+    document, errors, facts = _evaluate_facts_file(facts_file, at, rule, policy, explain=False)
+    evaluation_ns = time.perf_counter_ns() - started
+    log_error = _log_results(document, facts, decision_log, masks, evaluation_ns)
+    _report(document, errors, output_format, log_error)
 
 
 EXPLAIN_FORMATS = ("text", "json")
@@ -383,6 +468,80 @@ def explain_command(
     raise typer.Exit(posture.exit_code(document["results"]))
 
 
+LOG_FORMATS = ("json", "jsonl", "table")
+LOG_COLUMNS = ("timestamp", "rule_id", "rule_name", "status", "device_name", "serial_number")
+
+
+@app.command("logs")
+def logs_command(
+    rule: Annotated[str | None, typer.Option("--rule", help="Only records of this rule id.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            metavar="NAME",
+            help="Only records of this device name (hostname); ASCII case ignored.",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DURATION",
+            help="Only records evaluated at most this long before now: a number and s, m, h or d (30m, 12h, 7d).",
+        ),
+    ] = None,
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed", help="Only records of rules that did not pass (failed, error, not applicable)."
+        ),
+    ] = False,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            callback=_format_checker(LOG_FORMATS),
+            help="json (one array), jsonl (one record per line) or table.",
+        ),
+    ] = "json",
+    retention: Annotated[
+        int | None,
+        typer.Option(
+            "--retention",
+            metavar="N",
+            min=0,
+            help="Keep at most N records (default 100000): delete the oldest beyond N now and after every "
+            "evaluation. Lists nothing.",
+        ),
+    ] = None,
+) -> None:
+    """List the posture log: one record per rule result of each evaluate and check, oldest first."""
+    for option, value in (("--rule", rule), ("--device", device), ("--since", since)):
+        if value is not None and not value.strip():
+            raise InputError(f"{option} is empty; give a value, or leave the option out")
+    if retention is not None:
+        if rule is not None or device is not None or since is not None or failed:
+            raise InputError(
+                "--retention sets the log's size and lists nothing; run it without --rule, --device, --since "
+                "and --failed"
+            )
+        deleted = _store().set_posture_log_retention(retention)
+        typer.echo(f"posture log keeps at most {retention} record(s); deleted {deleted}", err=True)
+        return
+
+    since_time = posturelog.since_time(posturelog.parse_duration(since)) if since is not None else None
+    records = posturelog.query(_store(), rule_id=rule, device=device, since=since_time, failed_only=failed)
+    if output_format == "jsonl":
+        emit(b"".join(orjson.dumps(record) + b"\n" for record in records))
+    elif output_format == "table":
+        rows = [{**record, "status": (record.get("received") or {}).get("status")} for record in records]
+        table = render_records_table(rows, LOG_COLUMNS)
+        emit(f"{table}{len(records)} record(s)\n".encode())
+    else:
+        emit(render_json(records).encode())
+
+
 @app.command("check")
 def check_command(
     rule: RuleOption = None,
@@ -393,15 +552,111 @@ def check_command(
     at: AtOption = None,
     policy: PolicyOption = None,
     output_format: FormatOption = "json",
+    decision_log: DecisionLogOption = None,
+    mask: MaskOption = None,
+    mask_device: MaskDeviceOption = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Run each rule again every `schedule` (default 5m, minimum 1m) and append the results "
+            "to the posture log, until SIGTERM (exit 0) or SIGINT (exit 130). Each round prints its "
+            "results (json: one line) and a summary line on stderr. "
+            "Testing aid: CERTPOSTURE_WATCH_TIME_SCALE=0.001 makes 1m last 60 ms.",
+        ),
+    ] = False,
+    watch_rounds: Annotated[
+        int | None,
+        typer.Option("--watch-rounds", min=1, hidden=True, help="Testing aid: stop --watch after N rounds."),
+    ] = None,
 ) -> None:
-    """Collect facts on this device and evaluate them in one process."""
+    """Collect facts on this device, evaluate them in one process and append the results to the posture log."""
+    if watch_rounds is not None and not watch:
+        raise InputError("--watch-rounds applies only with --watch")
+    if watch:
+        if decision_log is not None or mask or mask_device:
+            raise InputError("--decision-log, --mask and --mask-device cannot be used with --watch")
+        raise typer.Exit(
+            watch_check(
+                _store(),
+                rule_id=rule,
+                paths=path or [],
+                nssdbs=nssdb or [],
+                hostname=hostname,
+                serial_number=serial_number,
+                at=at,
+                policies=policy or [],
+                output_format=output_format,
+                max_rounds=watch_rounds,
+            )
+        )
     evaluated_at = posture.parse_time(at) if at is not None else None
     extra_policies = extra_policy_dirs(policy or [])
+    masks = _decision_masks(decision_log, mask, mask_device)
     facts = _collect(rule, path, nssdb, hostname, serial_number)
+    started = time.perf_counter_ns()
     document, errors = posture.evaluate_facts(
         _store(), facts, at=evaluated_at, rule_id=rule, extra_policies=extra_policies
     )
-    _report(document, errors, output_format)
+    evaluation_ns = time.perf_counter_ns() - started
+    log_error = _log_results(document, facts, decision_log, masks, evaluation_ns)
+    _report(document, errors, output_format, log_error)
+
+
+# Decisions
+
+
+@app.command("decide")
+def decide_command(
+    identity: Annotated[
+        str,
+        typer.Option(
+            "--identity", help='Identity JSON file: {"email", "groups", "ip", "certificate"}, or -.'
+        ),
+    ],
+    posture_file: Annotated[
+        str,
+        typer.Argument(
+            metavar="[FACTS|RESULTS|-]",
+            help="Facts from collect, or results from evaluate; default -.",
+        ),
+    ] = "-",
+    access: Annotated[
+        str | None, typer.Option("--access", help="Access policies JSON file (Cloudflare's Access shape).")
+    ] = None,
+    gateway: Annotated[
+        str | None, typer.Option("--gateway", help="Gateway rules JSON file (Cloudflare's Gateway shape).")
+    ] = None,
+    at: AtOption = None,
+    output_format: FormatOption = "json",
+) -> None:
+    """Decide one request with Access policies or Gateway rules, from its identity and device posture."""
+    if (access is None) == (gateway is None):
+        raise InputError("give exactly one of --access FILE and --gateway FILE")
+    if identity == "-" and posture_file == "-":
+        raise InputError("--identity and the posture input both read standard input; give one as a file")
+    decided_at = posture.parse_time(at) if at is not None else None
+    request = decide.load_identity(read_input(identity, MAX_SMALL_INPUT), identity)
+    access_policies = None
+    gateway_config = None
+    if access is not None:
+        access_policies = decide.load_access_policies(read_input(access, MAX_SMALL_INPUT), access)
+    elif gateway is not None:
+        gateway_config = decide.load_gateway(read_input(gateway, MAX_SMALL_INPUT), gateway)
+    result = decide.decide_request(
+        _store(),
+        request,
+        read_input(posture_file, MAX_FACTS_INPUT),
+        posture_file,
+        access_policies=access_policies,
+        gateway=gateway_config,
+        at=decided_at,
+    )
+    if output_format == "table":
+        emit(decide.render_decision_table(result).encode())
+    else:
+        emit(render_json(result).encode())
+    raise typer.Exit(decide.exit_code(result))
 
 
 @app.command("bundle")

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from certposture import engine
-from certposture.errors import CertpostureError, FactsError, InputError
+from certposture import engine, posturelog
+from certposture.errors import CertpostureError, FactsError, InputError, StoreError
 from certposture.store import Store
 from collector.collect import Locations, collect
 from collector.facts import Facts, format_utc
@@ -193,6 +193,20 @@ def evaluate_facts(
 
     document = {"evaluated_at": format_utc(evaluated_at), "device": device, "results": results}
     return document, errors
+
+
+def record_posture_log(store: Store, document: dict[str, Any], facts: Facts | None) -> str | None:
+    """Append the results to the store's posture log; return a warning instead of raising when that fails.
+
+    A store that cannot be written must not fail the evaluation, so the
+    StoreError becomes the returned message for the caller to show.
+    """
+    try:
+        posturelog.record_results(store, document, facts, store.list_rules())
+    except StoreError as error:
+        logger.debug("posture log not written: %s", error)
+        return f"posture log not written: {error}"
+    return None
 
 
 def _error_result(rule: dict[str, Any], error: CertpostureError) -> dict[str, Any]:

@@ -15,7 +15,8 @@ import re
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from collector.x509facts import fingerprint_sha256
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "certposture.db"
-_SCHEMA_VERSION = 1
+# Version 2 added the posture_log and settings tables. Opening a version-1 store for writing
+# creates them. A read-only version-1 store still works, without a posture log.
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signing_certificates (
     id TEXT PRIMARY KEY,
@@ -47,7 +50,22 @@ CREATE TABLE IF NOT EXISTS rules (
     rule TEXT NOT NULL,
     added INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS posture_log (
+    seq INTEGER PRIMARY KEY,
+    timestamp_us INTEGER NOT NULL,
+    rule_id TEXT NOT NULL,
+    device_name TEXT,
+    passed INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS posture_log_time ON posture_log (timestamp_us, seq);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+
+DEFAULT_POSTURE_LOG_RETENTION = 100_000
 
 
 def default_home() -> Path:
@@ -76,6 +94,7 @@ class Store:
     def __init__(self, home: Path) -> None:
         self.home = home
         self._connection: sqlite3.Connection | None = None
+        self._read_only = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is not None:
@@ -114,12 +133,13 @@ class Store:
         try:
             connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
             self._check_version(connection, path)
-            if connection.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
                 raise StoreError(
                     f"store {path} is read-only and was never initialized; run a write command first"
                 )
         except sqlite3.Error as error:
             raise StoreError(f"cannot open store {path} read-only: {error}; check --home") from None
+        self._read_only = True
         return connection
 
     @staticmethod
@@ -149,6 +169,12 @@ class Store:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+
+    @property
+    def read_only(self) -> bool:
+        """True when the store file could be opened for reading only."""
+        self._connect()
+        return self._read_only
 
     def close(self) -> None:
         if self._connection is not None:
@@ -354,6 +380,122 @@ class Store:
                 raise NotFoundError(
                     f"rule {rule_id!r} not found; list stored rules with `certposture rules list`"
                 )
+
+    # Posture log
+
+    def has_posture_log(self) -> bool:
+        """False only for a read-only store written by a certposture without the posture log."""
+        row = (
+            self._connect()
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'posture_log'")
+            .fetchone()
+        )
+        return row is not None
+
+    def append_posture_log(self, rows: Sequence[PostureLogRow]) -> int:
+        """Insert posture-log rows, then delete the oldest beyond the retention; return how many were deleted."""
+        self._require_writable("the posture log cannot be written")
+        with self._transaction() as connection:
+            connection.executemany(
+                "INSERT INTO posture_log (timestamp_us, rule_id, device_name, passed, record) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(row.timestamp_us, row.rule_id, row.device_name, row.passed, row.record) for row in rows],
+            )
+            return _prune_posture_log(connection, self._retention(connection))
+
+    def posture_log_retention(self) -> int:
+        if not self.has_posture_log():
+            return DEFAULT_POSTURE_LOG_RETENTION
+        return self._retention(self._connect())
+
+    def set_posture_log_retention(self, maximum: int) -> int:
+        """Store the maximum number of posture-log records and prune to it; return how many were deleted."""
+        if maximum < 0:
+            raise InputError(f"--retention {maximum} is negative; give a number of records, 0 or more")
+        self._require_writable("the posture log retention cannot be changed")
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT INTO settings VALUES ('posture_log_retention', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(maximum),),
+            )
+            return _prune_posture_log(connection, maximum)
+
+    def select_posture_log(
+        self, *, rule_id: str | None, device_name: str | None, since_us: int | None, failed_only: bool
+    ) -> list[dict[str, Any]]:
+        """Return the matching records, oldest evaluation time first; ties keep insertion order."""
+        if not self.has_posture_log():
+            return []
+        conditions = []
+        parameters: list[Any] = []
+        if rule_id is not None:
+            conditions.append("rule_id = ?")
+            parameters.append(rule_id)
+        if device_name is not None:
+            # NOCASE folds the ASCII letters only, as the policies compare host names.
+            conditions.append("device_name = ? COLLATE NOCASE")
+            parameters.append(device_name)
+        if since_us is not None:
+            conditions.append("timestamp_us >= ?")
+            parameters.append(since_us)
+        if failed_only:
+            conditions.append("passed = 0")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = self._connect().execute(
+            f"SELECT seq, record FROM posture_log {where} ORDER BY timestamp_us, seq", parameters
+        )
+        return [_load_log_record(seq, text) for seq, text in rows]
+
+    def _retention(self, connection: sqlite3.Connection) -> int:
+        row = connection.execute("SELECT value FROM settings WHERE name = 'posture_log_retention'").fetchone()
+        if row is None:
+            return DEFAULT_POSTURE_LOG_RETENTION
+        if not str(row[0]).isdigit():
+            raise StoreError(
+                f"store setting posture_log_retention is {row[0]!r}, not a count, so the store file is damaged; "
+                "set it again with `certposture logs --retention N`"
+            )
+        return int(row[0])
+
+    def _require_writable(self, consequence: str) -> None:
+        if self.read_only:
+            raise StoreError(f"store {self.home / DATABASE_NAME} is read-only, so {consequence}")
+
+
+@dataclass(frozen=True)
+class PostureLogRow:
+    """One posture-log record with the columns that queries filter on."""
+
+    timestamp_us: int
+    rule_id: str
+    device_name: str | None
+    passed: bool
+    record: str
+
+
+def _prune_posture_log(connection: sqlite3.Connection, maximum: int) -> int:
+    """Delete the records beyond ``maximum``, oldest evaluation time first."""
+    count = connection.execute("SELECT COUNT(*) FROM posture_log").fetchone()[0]
+    excess = int(count) - maximum
+    if excess <= 0:
+        return 0
+    connection.execute(
+        "DELETE FROM posture_log WHERE seq IN "
+        "(SELECT seq FROM posture_log ORDER BY timestamp_us, seq LIMIT ?)",
+        (excess,),
+    )
+    return excess
+
+
+def _load_log_record(seq: int, text: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise _damaged("posture_log", str(seq), "is not a JSON object")
+    return value
 
 
 def _certificate_record(
