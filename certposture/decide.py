@@ -284,7 +284,11 @@ def load_posture_results(
         return document, []
     if isinstance(document, dict) and "schema_version" in document:
         facts = posture.parse_facts(raw, source)
-        return posture.evaluate_facts(store, facts, at=at)
+        evaluated, errors = posture.evaluate_facts(store, facts, at=at)
+        # Freshness counts from when the device was observed, not from this evaluation, so an
+        # old facts document cannot pass as a fresh result.
+        evaluated["observed_at"] = format_utc(facts.collected_at)
+        return evaluated, errors
     raise InputError(
         f'{source}: neither a facts document ("schema_version") nor a results document ("results" list); '
         "pass the output of `certposture collect` or `certposture evaluate`"
@@ -344,7 +348,7 @@ def posture_entries(document: dict[str, Any], store: Store) -> list[dict[str, An
                 "rule_name": result.get("rule_name"),
                 "status": result["status"],
                 "passed": result["passed"],
-                "evaluated_at": document["evaluated_at"],
+                "evaluated_at": document.get("observed_at", document["evaluated_at"]),
                 "expiration": expirations[rule_id],
             }
         )
@@ -377,12 +381,53 @@ def decide_request(
     if errors:
         problems = "; ".join(dict.fromkeys(str(error) for error in errors))
         raise PolicyError(f"posture rules could not be evaluated, so no decision is made: {problems}")
-    full_request = {**request, "posture": posture_entries(document, store)}
+    entries = posture_entries(document, store)
+    _check_named_rules(_named_posture_rules(access_policies, gateway), entries, store)
+    full_request = {**request, "posture": entries}
     if access_policies is not None:
         return decide_access(access_policies, full_request, decided_at)
     if gateway is not None:
         return decide_gateway(gateway, full_request, decided_at)
     raise InputError("give exactly one of --access FILE and --gateway FILE")
+
+
+def _named_posture_rules(
+    access_policies: list[dict[str, Any]] | None, gateway: dict[str, Any] | None
+) -> set[str]:
+    """Return the posture rule ids that the Access policies or Gateway rules name."""
+    named: set[str] = set()
+    for policy in access_policies or []:
+        for group in ("include", "require", "exclude"):
+            for rule in policy.get(group) or []:
+                selector = rule.get("device_posture") if isinstance(rule, dict) else None
+                if isinstance(selector, dict) and isinstance(selector.get("integration_uid"), str):
+                    named.add(selector["integration_uid"])
+    for rule in (gateway or {}).get("rules", []):
+        for conjunction in rule.get("device_posture") or []:
+            for literal in conjunction:
+                named.update(value for value in literal["values"] if isinstance(value, str))
+    return named
+
+
+def _check_named_rules(named: set[str], entries: list[dict[str, Any]], store: Store) -> None:
+    """Reject policies that name a posture rule without a result, instead of deciding without it.
+
+    A misspelled id or a results document from `evaluate --rule` would otherwise make a
+    check neither passed nor failed, and a block or exclude on it would never apply.
+    """
+    stored = {rule["id"] for rule in store.list_rules()}
+    unknown = sorted(named - stored)
+    if unknown:
+        raise InputError(
+            f"the policies name posture rule(s) {', '.join(unknown)}, which are not stored; "
+            "correct the id or add the rule"
+        )
+    missing = sorted(named - {entry["rule_id"] for entry in entries})
+    if missing:
+        raise InputError(
+            f"the posture input has no result for rule(s) {', '.join(missing)}, which the policies name; "
+            "pass facts, or results of `certposture evaluate` without --rule"
+        )
 
 
 def load_gateway(raw: bytes, source: str) -> dict[str, Any]:

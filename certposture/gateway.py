@@ -20,6 +20,7 @@ Supported expressions (FIELD[*] only on the list fields, STRING in double quotes
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -459,6 +460,9 @@ def load_gateway_document(raw: bytes, source: str) -> dict[str, Any]:
     return {"default_action": default_action, "rules": loaded}
 
 
+_ACTION = re.compile(r"[a-z][a-z0-9_]*")
+
+
 def _load_rule(rule: Any, context: str) -> dict[str, Any]:
     if not isinstance(rule, dict):
         raise InputError(f"{context}: expected a JSON object, not {type(rule).__name__}")
@@ -466,6 +470,11 @@ def _load_rule(rule: Any, context: str) -> dict[str, Any]:
     context = f"{context} (id {rule_id})"
     name = _required_string(rule, "name", context)
     action = _required_string(rule, "action", context)
+    if not _ACTION.fullmatch(action):
+        # Cloudflare's actions are lower-case words; "BLOCK" or "block " would otherwise count as allowed.
+        raise InputError(
+            f"{context}: action {action!r} is invalid; Gateway actions are lower-case words such as block or allow"
+        )
 
     precedence = rule.get("precedence")
     if not isinstance(precedence, int) or isinstance(precedence, bool) or abs(precedence) >= MAX_PRECEDENCE:
@@ -534,10 +543,16 @@ def _check_unique(rules: list[dict[str, Any]], source: str) -> None:
 
 
 def _log_ignored_traffic(rules: list[Any], source: str) -> None:
-    with_traffic = [rule.get("id") for rule in rules if isinstance(rule, dict) and rule.get("traffic")]
+    # certposture cannot evaluate traffic conditions. Ignoring one would make an allow rule match
+    # all traffic and hide a block rule below it, so an enabled rule with one is rejected.
+    with_traffic = [
+        rule.get("id")
+        for rule in rules
+        if isinstance(rule, dict) and rule.get("traffic") and rule.get("enabled", True) is not False
+    ]
     if with_traffic:
-        logger.warning(
-            "%s: the traffic condition of rule(s) %s is ignored, so those rules match any traffic",
-            source,
-            ", ".join(str(rule_id) for rule_id in with_traffic),
+        raise InputError(
+            f"{source}: rule(s) {', '.join(str(rule_id) for rule_id in with_traffic)} have a traffic "
+            "condition, which certposture cannot evaluate; remove it or disable the rule to decide "
+            "on identity and device posture only"
         )

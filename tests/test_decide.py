@@ -592,3 +592,115 @@ def test_cloudflare_response_fixture_loads() -> None:
         "Health check over mTLS",
         "Managed devices of example.com",
     ]
+
+
+# Ways around expiration and missing results, found by trying to get an allow that should be a deny
+
+
+def test_old_facts_count_from_collection_time(cli: Cli, ca: CertKey) -> None:
+    now = _now()
+    leaf = make_leaf(ca, "device01", eku=[CLIENT_AUTH], not_before=now - dt.timedelta(days=10))
+    cert_path, key_path = device_files(cli, leaf)
+    store_rule(cli, ca, cert_path, key_path, expiration="1h")
+    facts_path = Path(collect(cli, cert_path, key_path))
+
+    code, result, _ = decide(
+        cli, "--access", posture_policies(cli), "--identity", identity(cli),
+        "--at", _rfc3339(now + dt.timedelta(hours=2)), str(facts_path),
+    )  # fmt: skip
+
+    assert code == 1
+    assert result["posture"][0]["reason"] == "result expired"
+
+
+def test_future_results_denied(cli: Cli, ca: CertKey) -> None:
+    now = _now()
+    cert_path, key_path = device_files(cli, make_leaf(ca, "device01", eku=[CLIENT_AUTH]))
+    store_rule(cli, ca, cert_path, key_path)
+    facts = collect(cli, cert_path, key_path)
+    code, out, _ = cli.run("evaluate", facts, "--at", _rfc3339(now + dt.timedelta(days=3)))
+    assert code == 0
+    results = write_json(cli, "results.json", json.loads(out))
+
+    code, result, _ = decide(
+        cli, "--access", posture_policies(cli), "--identity", identity(cli), "--at", _rfc3339(now), results
+    )
+
+    assert code == 1
+    assert result["posture"][0]["reason"] == "result dated after the decision time"
+
+
+def test_policy_naming_unstored_rule_rejected(cli: Cli, stored: str) -> None:
+    policies = write_json(
+        cli,
+        "access.json",
+        [
+            {
+                "name": "Corp",
+                "decision": "allow",
+                "include": [{"everyone": {}}],
+                "exclude": [{"device_posture": {"integration_uid": "misspelled-rule"}}],
+            }
+        ],
+    )
+
+    code, _, err = decide(cli, "--access", policies, "--identity", identity(cli), stored)
+
+    assert code == 2
+    assert "posture rule(s) misspelled-rule, which are not stored" in err
+
+
+def test_results_without_named_rule_rejected(cli: Cli, ca: CertKey) -> None:
+    cert_path, key_path = device_files(cli, make_leaf(ca, "device01", eku=[CLIENT_AUTH]))
+    store_rule(cli, ca, cert_path, key_path)
+    results = write_json(cli, "results.json", {"evaluated_at": _rfc3339(_now()), "results": []})
+    blocking = write_json(
+        cli,
+        "gateway.json",
+        [
+            {
+                "id": "b",
+                "name": "Block failed",
+                "precedence": 1,
+                "action": "block",
+                "device_posture": f'any(device_posture.checks.failed[*] in {{"{RULE_ID}"}})',
+            }
+        ],
+    )
+
+    code, _, err = decide(cli, "--gateway", blocking, "--identity", identity(cli), results)
+
+    assert code == 2
+    assert f"no result for rule(s) {RULE_ID}, which the policies name" in err
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"action": "BLOCK"}, "action 'BLOCK' is invalid"),
+        ({"action": "block "}, "action 'block ' is invalid"),
+        ({"action": "allow", "traffic": 'http.request.host == "only.example"'}, "have a traffic condition"),
+    ],
+)
+def test_gateway_rule_that_could_allow_wrongly_rejected(
+    cli: Cli, stored: str, rule: dict[str, Any], message: str
+) -> None:
+    rules = write_json(
+        cli,
+        "gateway.json",
+        [
+            {
+                "id": "a",
+                "name": "First",
+                "precedence": 1,
+                "identity": 'identity.email == "alice@example.com"',
+                **rule,
+            },
+            {"id": "z", "name": "Block all", "precedence": 2, "action": "block"},
+        ],
+    )
+
+    code, _, err = decide(cli, "--gateway", rules, "--identity", identity(cli), stored)
+
+    assert code == 2
+    assert message in err

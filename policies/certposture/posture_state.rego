@@ -4,8 +4,9 @@
 #   {"rule_id", "rule_name", "status", "passed", "evaluated_at", "expiration"}
 # where expiration is the rule's expiration ("30m", "12h", "7d") or null. A
 # result older than its expiration counts as failed, with reason
-# "result expired". The current time is data.certposture_config.evaluated_at
-# when set, else the engine's clock.
+# "result expired", and so does a result dated after the decision time. The
+# current time is data.certposture_config.evaluated_at when set, else the
+# engine's clock.
 package certposture.posture_state
 
 import rego.v1
@@ -28,6 +29,9 @@ duration_ns(text) := to_number(digits) * _unit_ns[unit] if {
 	unit := substring(text, count(text) - 1, 1)
 }
 
+# A result dated after the decision time would never expire, so it does not count as passed.
+from_future(entry) if time.parse_rfc3339_ns(entry.evaluated_at) > now_ns
+
 expired(entry) if {
 	limit := duration_ns(object.get(entry, "expiration", null))
 	now_ns - time.parse_rfc3339_ns(entry.evaluated_at) > limit
@@ -39,6 +43,15 @@ checks := {entry.rule_id: state(entry) | some entry in _entries}
 _entries := [entry | some entry in object.get(input, "posture", []); is_string(object.get(entry, "rule_id", null))]
 
 state(entry) := {
+	"rule_id": entry.rule_id,
+	"rule_name": object.get(entry, "rule_name", null),
+	"status": object.get(entry, "status", null),
+	"passed": false,
+	"expired": false,
+	"reason": "result dated after the decision time",
+} if {
+	from_future(entry)
+} else := {
 	"rule_id": entry.rule_id,
 	"rule_name": object.get(entry, "rule_name", null),
 	"status": object.get(entry, "status", null),

@@ -53,3 +53,13 @@ test_passed_and_failed_ids if {
 	failed := posture_state.failed_ids with input as {"posture": entries} with data.certposture_config as _config
 	failed == {"r2"}
 }
+
+test_result_from_the_future_fails if {
+	check := _checks([_entry(true, "2026-12-05T20:00:00Z", "1h")]).r1
+	check.passed == false
+	check.reason == "result dated after the decision time"
+}
+
+test_result_from_the_future_without_expiration_fails if {
+	_checks([_entry(true, "2027-12-04T20:00:00Z", null)]).r1.passed == false
+}
