@@ -108,7 +108,7 @@ def _check_policy(policy: Any, context: str) -> dict[str, Any]:
     precedence = policy.get("precedence")
     if precedence is not None and (not isinstance(precedence, int) or isinstance(precedence, bool)):
         raise InputError(
-            f"{context}: precedence {precedence!r} is invalid; expected an integer or no precedence"
+            f"{context}: precedence {orjson.dumps(precedence).decode()} is invalid; expected an integer or no precedence"
         )
 
     for group in RULE_GROUPS:
@@ -545,6 +545,8 @@ def render_decision_table(result: dict[str, Any]) -> str:
 def _describe_reference(reference: Any) -> str:
     if not isinstance(reference, dict):
         return "none"
+    if reference.get("id") is None:
+        return str(reference.get("name"))
     return f"{reference.get('name')} (id {reference.get('id')})"
 
 

@@ -478,7 +478,9 @@ def _load_rule(rule: Any, context: str) -> dict[str, Any]:
 
     precedence = rule.get("precedence")
     if not isinstance(precedence, int) or isinstance(precedence, bool) or abs(precedence) >= MAX_PRECEDENCE:
-        raise InputError(f"{context}: precedence {precedence!r} is invalid; expected an integer below 2**53")
+        raise InputError(
+            f"{context}: precedence {orjson.dumps(precedence).decode()} is invalid; expected an integer below 2**53"
+        )
     enabled = rule.get("enabled", True)
     if not isinstance(enabled, bool):
         raise InputError(f"{context}: enabled {enabled!r} is invalid; expected true or false")

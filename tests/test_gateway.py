@@ -276,7 +276,7 @@ def test_load_rejects_field_in_wrong_property() -> None:
         ([{"name": "n", "precedence": 1, "action": "block"}], "id None is invalid"),
         ([_rule("a", 1, name="")], "name '' is invalid"),
         ([_rule("a", 1, action=None)], "action None is invalid"),
-        ([_rule("a", True)], "precedence True is invalid"),
+        ([_rule("a", True)], "precedence true is invalid"),
         ([_rule("a", 1.5)], "precedence 1.5 is invalid"),
         ([_rule("a", 2**53)], "below 2\\*\\*53"),
         ([_rule("a", 1, enabled="yes")], "enabled 'yes' is invalid"),
@@ -450,3 +450,10 @@ def test_decisions_agree_on_opa() -> None:
                 assert json_differences(on_regorus, on_opa) == [], f"case {DECISION_IDS[index]}"
         finally:
             instance.close()
+
+
+def test_null_precedence_named_as_json() -> None:
+    document = [{"id": "a", "name": "A", "precedence": None, "action": "block"}]
+
+    with pytest.raises(InputError, match=r"precedence null is invalid"):
+        load_gateway_document(orjson.dumps(document), "gateway.json")
