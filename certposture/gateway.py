@@ -418,9 +418,10 @@ def load_gateway_document(raw: bytes, source: str) -> dict[str, Any]:
 
     ``raw`` is a JSON list of rules, a Cloudflare API response ``{"result": [...]}``
     or ``{"default_action": "allow"|"block", "rules": [...]}``. Rules come back
-    sorted by precedence. Other Cloudflare fields are ignored, ``traffic`` and
-    ``filters`` included, and a warning names the rules whose ``traffic`` is
-    set. Raises InputError for the first problem found.
+    sorted by precedence. Other Cloudflare fields such as ``filters`` are
+    ignored, but an enabled rule with a ``traffic`` condition is rejected,
+    because certposture cannot evaluate it. Raises InputError for the first
+    problem found.
     """
     try:
         document = orjson.loads(raw)
@@ -453,7 +454,7 @@ def load_gateway_document(raw: bytes, source: str) -> dict[str, Any]:
 
     loaded = [_load_rule(rule, f"{source}: rule {index + 1}") for index, rule in enumerate(rules)]
     _check_unique(loaded, source)
-    _log_ignored_traffic(rules, source)
+    _reject_traffic_conditions(rules, source)
     # Precedences are unique, so this order is total. The policy also breaks ties by list order,
     # for documents that did not pass through this function.
     loaded.sort(key=lambda rule: rule["precedence"])
@@ -544,7 +545,7 @@ def _check_unique(rules: list[dict[str, Any]], source: str) -> None:
             )
 
 
-def _log_ignored_traffic(rules: list[Any], source: str) -> None:
+def _reject_traffic_conditions(rules: list[Any], source: str) -> None:
     # certposture cannot evaluate traffic conditions. Ignoring one would make an allow rule match
     # all traffic and hide a block rule below it, so an enabled rule with one is rejected.
     with_traffic = [
