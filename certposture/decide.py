@@ -227,11 +227,14 @@ def load_identity(raw: bytes, source: str) -> dict[str, Any]:
     ip = _optional_string(document, "ip", source)
     if ip is not None:
         try:
-            ipaddress.ip_address(ip)
+            address = ipaddress.ip_address(ip)
         except ValueError:
             raise InputError(
                 f"{source}: ip {ip!r} is not an IP address; write one address, such as 10.1.2.3"
             ) from None
+        # An IPv4-mapped IPv6 address (::ffff:10.1.2.3) is that IPv4 address, so IPv4 ranges apply to it.
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            ip = str(address.ipv4_mapped)
 
     certificate = document.get("certificate", {"presented": False})
     if not isinstance(certificate, dict):
@@ -284,11 +287,7 @@ def load_posture_results(
         return document, []
     if isinstance(document, dict) and "schema_version" in document:
         facts = posture.parse_facts(raw, source)
-        evaluated, errors = posture.evaluate_facts(store, facts, at=at)
-        # Freshness counts from when the device was observed, not from this evaluation, so an
-        # old facts document cannot pass as a fresh result.
-        evaluated["observed_at"] = format_utc(facts.collected_at)
-        return evaluated, errors
+        return posture.evaluate_facts(store, facts, at=at)
     raise InputError(
         f'{source}: neither a facts document ("schema_version") nor a results document ("results" list); '
         "pass the output of `certposture collect` or `certposture evaluate`"
@@ -307,6 +306,14 @@ def _check_results_document(document: dict[str, Any], source: str) -> None:
         raise InputError(
             f"{source}: evaluated_at {evaluated_at!r} is not an RFC 3339 time such as 2026-12-04T19:00:00Z"
         ) from None
+    collected_at = document.get("collected_at")
+    if "collected_at" in document:
+        try:
+            posture.parse_time(collected_at if isinstance(collected_at, str) else "")
+        except InputError:
+            raise InputError(
+                f"{source}: collected_at {collected_at!r} is not an RFC 3339 time such as 2026-12-04T19:00:00Z"
+            ) from None
     seen: set[str] = set()
     for index, result in enumerate(document["results"]):
         context = f"{source}: results[{index}]"
@@ -327,7 +334,22 @@ def _check_results_document(document: dict[str, Any], source: str) -> None:
             raise InputError(f"{context}: passed={result.get('passed')!r} contradicts status {status}")
 
 
-def posture_entries(document: dict[str, Any], store: Store) -> list[dict[str, Any]]:
+def _observed_at(document: dict[str, Any], decided_at: datetime) -> str:
+    """Return the time a result's age counts from: the earlier of collection and evaluation.
+
+    A result evaluated after the decision time keeps that time, so that the
+    policy fails it as dated after the decision.
+    """
+    evaluated_at = str(document["evaluated_at"])
+    collected_at = document.get("collected_at")
+    if collected_at is None or posture.parse_time(evaluated_at) > decided_at:
+        return evaluated_at
+    if posture.parse_time(collected_at) < posture.parse_time(evaluated_at):
+        return str(collected_at)
+    return evaluated_at
+
+
+def posture_entries(document: dict[str, Any], store: Store, decided_at: datetime) -> list[dict[str, Any]]:
     """Turn a results document into ``input.posture``: one entry per result, with the stored rule's expiration.
 
     A result for a rule that is not stored is rejected, because its expiration is unknown
@@ -348,7 +370,7 @@ def posture_entries(document: dict[str, Any], store: Store) -> list[dict[str, An
                 "rule_name": result.get("rule_name"),
                 "status": result["status"],
                 "passed": result["passed"],
-                "evaluated_at": document.get("observed_at", document["evaluated_at"]),
+                "evaluated_at": _observed_at(document, decided_at),
                 "expiration": expirations[rule_id],
             }
         )
@@ -381,7 +403,7 @@ def decide_request(
     if errors:
         problems = "; ".join(dict.fromkeys(str(error) for error in errors))
         raise PolicyError(f"posture rules could not be evaluated, so no decision is made: {problems}")
-    entries = posture_entries(document, store)
+    entries = posture_entries(document, store, decided_at)
     _check_named_rules(_named_posture_rules(access_policies, gateway), entries, store)
     full_request = {**request, "posture": entries}
     if access_policies is not None:

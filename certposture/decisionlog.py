@@ -28,7 +28,7 @@ from collector.facts import Facts, dump_facts
 DECISION_PATH = "certposture/posture/results"
 DEVICE_MASKS = ("/input/device/hostname", "/input/device/serial_number")
 
-_ARRAY_INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
+_ARRAY_INDEX = re.compile(r"^(0|[1-9][0-9]*)\Z")
 
 
 class DecisionLogError(CertpostureError):

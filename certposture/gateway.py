@@ -419,9 +419,9 @@ def load_gateway_document(raw: bytes, source: str) -> dict[str, Any]:
     ``raw`` is a JSON list of rules, a Cloudflare API response ``{"result": [...]}``
     or ``{"default_action": "allow"|"block", "rules": [...]}``. Rules come back
     sorted by precedence. Other Cloudflare fields such as ``filters`` are
-    ignored, but an enabled rule with a ``traffic`` condition is rejected,
-    because certposture cannot evaluate it. Raises InputError for the first
-    problem found.
+    ignored, but an enabled rule with a ``traffic``, ``schedule`` or
+    ``expiration`` condition is rejected, because certposture cannot evaluate
+    it. Raises InputError for the first problem found.
     """
     try:
         document = orjson.loads(raw)
@@ -444,6 +444,14 @@ def load_gateway_document(raw: bytes, source: str) -> dict[str, Any]:
                 f"{source}: default_action {default_action!r} is invalid; expected one of {', '.join(DEFAULT_ACTIONS)}"
             )
     elif isinstance(document, dict) and "result" in document:
+        # A Cloudflare API response: only its envelope fields may stand beside result, so that a
+        # default_action written here is not silently dropped.
+        unknown = sorted(set(document) - {"result", "success", "errors", "messages", "result_info"})
+        if unknown:
+            raise InputError(
+                f"{source}: unknown field(s) {', '.join(unknown)} beside result; "
+                'use {"default_action": ..., "rules": [...]} to set a default action'
+            )
         rules = document["result"]
     else:
         raise InputError(
@@ -454,7 +462,7 @@ def load_gateway_document(raw: bytes, source: str) -> dict[str, Any]:
 
     loaded = [_load_rule(rule, f"{source}: rule {index + 1}") for index, rule in enumerate(rules)]
     _check_unique(loaded, source)
-    _reject_traffic_conditions(rules, source)
+    _reject_unevaluated_conditions(rules, source)
     # Precedences are unique, so this order is total. The policy also breaks ties by list order,
     # for documents that did not pass through this function.
     loaded.sort(key=lambda rule: rule["precedence"])
@@ -545,17 +553,21 @@ def _check_unique(rules: list[dict[str, Any]], source: str) -> None:
             )
 
 
-def _reject_traffic_conditions(rules: list[Any], source: str) -> None:
-    # certposture cannot evaluate traffic conditions. Ignoring one would make an allow rule match
-    # all traffic and hide a block rule below it, so an enabled rule with one is rejected.
-    with_traffic = [
-        rule.get("id")
-        for rule in rules
-        if isinstance(rule, dict) and rule.get("traffic") and rule.get("enabled", True) is not False
-    ]
-    if with_traffic:
-        raise InputError(
-            f"{source}: rule(s) {', '.join(str(rule_id) for rule_id in with_traffic)} have a traffic "
-            "condition, which certposture cannot evaluate; remove it or disable the rule to decide "
-            "on identity and device posture only"
-        )
+# Rule fields that limit when a rule applies and that certposture cannot evaluate. Ignoring one
+# would let an allow rule match more than intended and hide a block rule below it.
+_UNEVALUATED_CONDITIONS = ("traffic", "schedule", "expiration")
+
+
+def _reject_unevaluated_conditions(rules: list[Any], source: str) -> None:
+    for field in _UNEVALUATED_CONDITIONS:
+        with_condition = [
+            rule.get("id")
+            for rule in rules
+            if isinstance(rule, dict) and rule.get(field) and rule.get("enabled", True) is not False
+        ]
+        if with_condition:
+            raise InputError(
+                f"{source}: rule(s) {', '.join(str(rule_id) for rule_id in with_condition)} have a condition {field}, "
+                "which certposture cannot evaluate; remove it or disable the rule to decide "
+                "on identity and device posture only"
+            )

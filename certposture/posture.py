@@ -22,7 +22,7 @@ from collector.sources.nssdb import DEFAULT_NSSDB
 
 logger = logging.getLogger(__name__)
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z")
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
@@ -191,7 +191,12 @@ def evaluate_facts(
                     errors.append(rule_error)
                     results.append(_error_result(rule, rule_error))
 
-    document = {"evaluated_at": format_utc(evaluated_at), "device": device, "results": results}
+    document: dict[str, Any] = {"evaluated_at": format_utc(evaluated_at)}
+    if facts is not None:
+        # When the device was observed: decisions measure a result's age from here, so evaluating
+        # old facts again does not make them fresh.
+        document["collected_at"] = format_utc(facts.collected_at)
+    document.update(device=device, results=results)
     return document, errors
 
 

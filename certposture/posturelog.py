@@ -41,7 +41,7 @@ RECORD_FIELDS = (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DURATION = re.compile(r"^([0-9]+)([smhd])$")
+_DURATION = re.compile(r"^([0-9]+)([smhd])\Z")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 

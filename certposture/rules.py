@@ -33,7 +33,7 @@ VARIABLES = ("serial_number", "hostname")
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
-_DURATION = re.compile(r"^[1-9][0-9]*[smhd]$")
+_DURATION = re.compile(r"^[1-9][0-9]{0,8}[smhd]\Z")
 
 
 class _Model(BaseModel):
@@ -123,7 +123,9 @@ class Rule(_Model):
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value and not _DURATION.match(value):
-            raise ValueError(f"{value!r} is not a duration; use a number and a unit s, m, h or d, such as 5m")
+            raise ValueError(
+                f"{value!r} is not a duration; use a number of at most 9 digits and a unit s, m, h or d, such as 5m"
+            )
         return value
 
     @model_validator(mode="after")

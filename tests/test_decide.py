@@ -679,7 +679,7 @@ def test_results_without_named_rule_rejected(cli: Cli, ca: CertKey) -> None:
     [
         ({"action": "BLOCK"}, "action 'BLOCK' is invalid"),
         ({"action": "block "}, "action 'block ' is invalid"),
-        ({"action": "allow", "traffic": 'http.request.host == "only.example"'}, "have a traffic condition"),
+        ({"action": "allow", "traffic": 'http.request.host == "only.example"'}, "have a condition traffic"),
     ],
 )
 def test_gateway_rule_that_could_allow_wrongly_rejected(
@@ -701,6 +701,68 @@ def test_gateway_rule_that_could_allow_wrongly_rejected(
     )
 
     code, _, err = decide(cli, "--gateway", rules, "--identity", identity(cli), stored)
+
+    assert code == 2
+    assert message in err
+
+
+def test_old_facts_stay_old_through_evaluate(cli: Cli, ca: CertKey) -> None:
+    now = _now()
+    leaf = make_leaf(ca, "device01", eku=[CLIENT_AUTH], not_before=now - dt.timedelta(days=60))
+    cert_path, key_path = device_files(cli, leaf)
+    store_rule(cli, ca, cert_path, key_path, expiration="1h")
+    facts_path = Path(collect(cli, cert_path, key_path))
+    facts = json.loads(facts_path.read_text())
+    facts["collected_at"] = _rfc3339(now - dt.timedelta(days=30))
+    facts_path.write_text(json.dumps(facts))
+    code, out, _ = cli.run("evaluate", str(facts_path))
+    assert code == 0
+    results = json.loads(out)
+    assert results["collected_at"] == facts["collected_at"]
+
+    code, result, _ = decide(
+        cli, "--access", posture_policies(cli), "--identity", identity(cli),
+        write_json(cli, "results.json", {**results, "observed_at": _rfc3339(now)}),
+    )  # fmt: skip
+
+    assert code == 1
+    assert result["posture"][0]["reason"] == "result expired"
+
+
+def test_ipv4_mapped_address_matches_ipv4_range(cli: Cli, stored: str) -> None:
+    policies = write_json(
+        cli,
+        "access.json",
+        [
+            {"name": "Lab", "decision": "deny", "precedence": 1, "include": [{"ip": {"ip": "10.0.0.0/8"}}]},
+            {"name": "All", "decision": "allow", "precedence": 2, "include": [{"everyone": {}}]},
+        ],
+    )
+
+    code, result, _ = decide(
+        cli, "--access", policies, "--identity", identity(cli, ip="::ffff:10.1.2.3"), stored
+    )
+
+    assert code == 1
+    assert result["policy"]["name"] == "Lab"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"result": [], "default_action": "block"}, "unknown field(s) default_action beside result"),
+        ([{"id": "a", "name": "A", "precedence": 1, "action": "allow", "schedule": {"time_zone": "UTC"}}],
+         "have a condition schedule"),
+        ([{"id": "a", "name": "A", "precedence": 1, "action": "allow", "expiration": {"expires_at": "2020-01-01T00:00:00Z"}}],
+         "have a condition expiration"),
+    ],
+)  # fmt: skip
+def test_gateway_document_that_could_allow_wrongly_rejected(
+    cli: Cli, stored: str, document: Any, message: str
+) -> None:
+    code, _, err = decide(
+        cli, "--gateway", write_json(cli, "gateway.json", document), "--identity", identity(cli), stored
+    )
 
     assert code == 2
     assert message in err

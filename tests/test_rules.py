@@ -132,6 +132,8 @@ def test_add_cloudflare_envelope(
             "input.colour: unknown field; allowed fields here: certificate_id",
         ),
         (lambda r: r.update(schedule="soon"), "schedule: 'soon' is not a duration"),
+        (lambda r: r.update(expiration="1h\n"), "expiration: '1h\\n' is not a duration"),
+        (lambda r: r.update(expiration="9999999999d"), "expiration: '9999999999d' is not a duration"),
         (lambda r: r.update(match=[{"platform": "windows"}]), "match platform 'windows' differs"),
         (
             lambda r: r["input"].update(check_private_key="no"),
