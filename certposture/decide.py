@@ -90,6 +90,14 @@ def load_access_policies(raw: bytes, source: str) -> list[dict[str, Any]]:
     return _ordered_by_precedence(policies, source)
 
 
+_UNCHECKED_POLICY_STEPS = (
+    "approval_required",
+    "purpose_justification_required",
+    "isolation_required",
+    "session_duration_required",
+)
+
+
 def _check_policy(policy: Any, context: str) -> dict[str, Any]:
     if not isinstance(policy, dict):
         raise InputError(f"{context}: expected a JSON object, not {_json_type(policy)}")
@@ -109,6 +117,15 @@ def _check_policy(policy: Any, context: str) -> dict[str, Any]:
     if precedence is not None and (not isinstance(precedence, int) or isinstance(precedence, bool)):
         raise InputError(
             f"{context}: precedence {orjson.dumps(precedence).decode()} is invalid; expected an integer or no precedence"
+        )
+
+    # Cloudflare adds these steps before it grants access. certposture cannot perform them, so a
+    # policy that asks for one is rejected instead of allowing without the step.
+    required_steps = [field for field in _UNCHECKED_POLICY_STEPS if policy.get(field)]
+    if required_steps:
+        raise InputError(
+            f"{context}: {', '.join(required_steps)} cannot be checked by certposture; "
+            "remove the setting to decide on identity and posture only"
         )
 
     for group in RULE_GROUPS:
@@ -142,6 +159,12 @@ def _check_rule(rule: Any, context: str) -> None:
         raise InputError(f"{context}: {selector} must be an object, such as {_EXAMPLES[selector]}")
     key = SELECTOR_PARAMETERS[selector]
     if key is None:
+        if value:
+            # {"certificate": {"common_name": "x"}} would otherwise read as a CN check that never runs.
+            raise InputError(
+                f"{context}: {selector} takes no parameters, so {orjson.dumps(value).decode()} would be "
+                f"ignored; write {_EXAMPLES[selector]}, and use the common_name selector for a CN"
+            )
         return
     text = value.get(key)
     if not isinstance(text, str) or not text:
@@ -188,10 +211,11 @@ def _ordered_by_precedence(policies: list[dict[str, Any]], source: str) -> list[
         raise InputError(
             f"{source}: some policies have a precedence and others do not; give every policy one, or none"
         )
-    by_precedence: dict[int, str] = {}
+    by_precedence: dict[int, dict[str, Any]] = {}
     for policy in policies:
-        other = by_precedence.setdefault(policy["precedence"], policy["name"])
-        if other != policy["name"]:
+        first = by_precedence.setdefault(policy["precedence"], policy)
+        if first is not policy:
+            other = first["name"]
             raise InputError(
                 f"{source}: policies {other!r} and {policy['name']!r} share precedence {policy['precedence']}; "
                 "renumber one of them"
@@ -232,6 +256,9 @@ def load_identity(raw: bytes, source: str) -> dict[str, Any]:
             raise InputError(
                 f"{source}: ip {ip!r} is not an IP address; write one address, such as 10.1.2.3"
             ) from None
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            # The policies cannot compare an address with a zone (fe80::1%eth0) with a range.
+            raise InputError(f"{source}: ip {ip!r} has a zone; write the address without %{address.scope_id}")
         # An IPv4-mapped IPv6 address (::ffff:10.1.2.3) is that IPv4 address, so IPv4 ranges apply to it.
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             ip = str(address.ipv4_mapped)

@@ -463,6 +463,7 @@ def load_gateway_document(raw: bytes, source: str) -> dict[str, Any]:
     loaded = [_load_rule(rule, f"{source}: rule {index + 1}") for index, rule in enumerate(rules)]
     _check_unique(loaded, source)
     _reject_unevaluated_conditions(rules, source)
+    _reject_mixed_traffic_types(rules, source)
     # Precedences are unique, so this order is total. The policy also breaks ties by list order,
     # for documents that did not pass through this function.
     loaded.sort(key=lambda rule: rule["precedence"])
@@ -556,6 +557,31 @@ def _check_unique(rules: list[dict[str, Any]], source: str) -> None:
 # Rule fields that limit when a rule applies and that certposture cannot evaluate. Ignoring one
 # would let an allow rule match more than intended and hide a block rule below it.
 _UNEVALUATED_CONDITIONS = ("traffic", "schedule", "expiration")
+
+
+def _reject_mixed_traffic_types(rules: list[Any], source: str) -> None:
+    # Cloudflare evaluates DNS, HTTP and network rules as separate stages, so one precedence order
+    # over all of them could let a DNS allow rule hide an HTTP block rule.
+    enabled = [rule for rule in rules if isinstance(rule, dict) and rule.get("enabled", True) is not False]
+    kinds = {tuple(sorted(str(kind) for kind in rule.get("filters") or [])) for rule in enabled}
+    if len(kinds) > 1:
+        listed = "; ".join(", ".join(kind) or "(none)" for kind in sorted(kinds))
+        raise InputError(
+            f"{source}: the rules filter different traffic types ({listed}), which Cloudflare evaluates "
+            "as separate stages; decide with the rules of one type at a time"
+        )
+    sessions = [
+        rule.get("id")
+        for rule in enabled
+        if isinstance(rule.get("rule_settings"), dict)
+        and isinstance(rule["rule_settings"].get("check_session"), dict)
+        and rule["rule_settings"]["check_session"].get("enforce")
+    ]
+    if sessions:
+        raise InputError(
+            f"{source}: rule(s) {', '.join(str(rule_id) for rule_id in sessions)} enforce a session check, "
+            "which certposture cannot evaluate; remove rule_settings.check_session or disable the rule"
+        )
 
 
 def _reject_unevaluated_conditions(rules: list[Any], source: str) -> None:

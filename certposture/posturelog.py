@@ -84,8 +84,9 @@ def _received(result: dict[str, Any]) -> dict[str, Any]:
     ]
     failing = []
     if not matched:
-        for fingerprint, candidate in candidates.items():
-            summary = _certificate_summary(fingerprint, candidate)
+        # Every candidate, not one per fingerprint: copies of a certificate in two files are two candidates.
+        for candidate in result.get("candidates", []):
+            summary = _certificate_summary(candidate["fingerprint_sha256"], candidate)
             summary["reasons"] = [reason["code"] for reason in candidate.get("reasons", [])]
             failing.append(summary)
     return {

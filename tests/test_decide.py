@@ -766,3 +766,55 @@ def test_gateway_document_that_could_allow_wrongly_rejected(
 
     assert code == 2
     assert message in err
+
+
+def test_ip_with_zone_rejected(cli: Cli, stored: str) -> None:
+    code, _, err = decide(
+        cli, "--access", posture_policies(cli), "--identity", identity(cli, ip="fe80::1%eth0"), stored
+    )
+
+    assert code == 2
+    assert "ip 'fe80::1%eth0' has a zone" in err
+
+
+@pytest.mark.parametrize(
+    ("policies", "message"),
+    [
+        ([{"name": "p", "decision": "allow", "approval_required": True, "include": [{"everyone": {}}]}],
+         "approval_required cannot be checked"),
+        ([{"name": "p", "decision": "allow", "include": [{"certificate": {"common_name": "other"}}]}],
+         "certificate takes no parameters"),
+        ([{"name": "p", "decision": "allow", "precedence": 1, "include": [{"everyone": {}}]},
+          {"name": "p", "decision": "deny", "precedence": 1, "include": [{"everyone": {}}]}],
+         "share precedence 1"),
+    ],
+)  # fmt: skip
+def test_access_policy_that_could_allow_wrongly_rejected(
+    cli: Cli, stored: str, policies: Any, message: str
+) -> None:
+    code, _, err = decide(
+        cli, "--access", write_json(cli, "access.json", policies), "--identity", identity(cli), stored
+    )
+
+    assert code == 2
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ([{"id": "d", "name": "DNS", "precedence": 1, "action": "allow", "filters": ["dns"]},
+          {"id": "h", "name": "HTTP", "precedence": 2, "action": "block", "filters": ["http"]}],
+         "filter different traffic types"),
+        ([{"id": "s", "name": "Session", "precedence": 1, "action": "allow",
+           "rule_settings": {"check_session": {"enforce": True, "duration": "1m"}}}],
+         "enforce a session check"),
+    ],
+)  # fmt: skip
+def test_gateway_stage_and_session_rejected(cli: Cli, stored: str, rules: Any, message: str) -> None:
+    code, _, err = decide(
+        cli, "--gateway", write_json(cli, "gateway.json", rules), "--identity", identity(cli), stored
+    )
+
+    assert code == 2
+    assert message in err

@@ -531,3 +531,22 @@ def test_not_applicable_counts_as_not_passed(cli: Cli, ca: CertKey) -> None:
     assert code == 0
     (record,) = json.loads(out)
     assert record["received"]["status"] == "not_applicable"
+
+
+def test_copies_of_one_certificate_both_recorded(cli: Cli, ca: CertKey) -> None:
+    leaf = make_leaf(ca, "copy", eku=[CLIENT_AUTH])
+    first = leaf.write_cert(cli.work / "a.pem")
+    second = leaf.write_cert(cli.work / "b.pem")
+    cli.add_rule(
+        cli.add_ca(ca), extended_key_usage=["emailProtection"], locations={"paths": [str(first), str(second)]}
+    )
+    facts_path = cli.work / "copies.json"
+    assert cli.run("collect", "--path", str(first), "--path", str(second), "-o", str(facts_path))[0] == 0
+    assert cli.run("evaluate", str(facts_path))[0] == 1
+
+    code, out, _ = cli.run("logs", "--format", "json")
+
+    assert code == 0
+    (record,) = json.loads(out)
+    locations = sorted(candidate["location"] for candidate in record["received"]["candidates"])
+    assert locations == [str(first), str(second)]
