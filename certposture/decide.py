@@ -62,7 +62,7 @@ def load_access_policies(raw: bytes, source: str) -> list[dict[str, Any]]:
 
     ``raw`` is a list of policies, a Cloudflare API response ``{"result": ...}``
     or one policy object. When the policies carry ``precedence``, they are
-    sorted by it; otherwise the file order stands. Selectors that certposture
+    sorted by it; otherwise the file order is kept. Selectors that certposture
     does not support are kept, because the policy then denies with the reason.
     Raises InputError naming the field and the fix.
     """
@@ -120,7 +120,7 @@ def _check_policy(policy: Any, context: str) -> dict[str, Any]:
         )
 
     # Cloudflare adds these steps before it grants access. certposture cannot perform them, so a
-    # policy that asks for one is rejected instead of allowing without the step.
+    # policy that requires one is rejected instead of allowing without the step.
     required_steps = [field for field in _UNCHECKED_POLICY_STEPS if policy.get(field)]
     if required_steps:
         raise InputError(

@@ -128,9 +128,9 @@ def check_policies(extra_dirs: Sequence[Path]) -> None:
     or a package outside ``certposture`` and ``certposture_config``, so that
     it cannot change the shipped rules or the stored configuration. It may
     not define a rule named like a builtin, which would replace the builtin
-    for every file of its package. Three more mistakes are rejected,
-    because OPA refuses to load a bundle with them and regorus would fail
-    only when evaluation reaches them: a package that coincides with a rule
+    for every file of its package. Three more mistakes are rejected, because
+    OPA refuses to load a bundle with them and regorus would fail only when
+    evaluation reaches them. They are a package that coincides with a rule
     of another module, a call to a function that no loaded policy defines
     and regorus does not provide, and a call to a defined function with the
     wrong number of arguments.

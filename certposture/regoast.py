@@ -168,18 +168,27 @@ def _check_arity(file: str, span: dict[str, int], name: str, supplied: int, arit
     )
 
 
+def _head_reference(rule: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the reference a rule's head defines (``f`` in ``f(x) := ...``), or None for a rule without one."""
+    if "Default" in rule:
+        head_fields: dict[str, Any] = rule["Default"]
+    else:
+        head = rule.get("Spec", {}).get("head", {})
+        if not head:
+            return None
+        head_fields = next(iter(head.values()))
+    refr: dict[str, Any] = head_fields["refr"]
+    return refr
+
+
 def rule_paths(module: dict[str, Any]) -> set[tuple[str, ...]]:
     """Return the path (without ``data``) of the document each rule of ``module`` defines: its package and first name."""
     package = _reference_parts(module["ast"]["package"]["refr"]) or ()
     paths = set()
     for rule in module["ast"]["rules"]:
-        if "Default" in rule:
-            refr = rule["Default"]["refr"]
-        else:
-            head = rule.get("Spec", {}).get("head", {})
-            if not head:
-                continue
-            refr = next(iter(head.values()))["refr"]
+        refr = _head_reference(rule)
+        if refr is None:
+            continue
         while "Var" not in refr:
             refr = next(iter(refr.values()))["refr"]
         paths.add((*package, refr["Var"]["value"]))
@@ -189,18 +198,14 @@ def rule_paths(module: dict[str, Any]) -> set[tuple[str, ...]]:
 def check_builtin_shadowing(module: dict[str, Any]) -> None:
     """Raise :class:`RegoLoadError` for a rule or function of ``module`` named like a regorus builtin.
 
-    Such a definition replaces the builtin for every module of its package, so
-    a second file could turn another condition's ``sprintf`` or ``count`` into
-    something that never fails.
+    Such a definition replaces the builtin for every module of its package:
+    a second file that defines ``sprintf`` in a condition's package turned
+    that condition's reasons undefined, so the condition never failed.
     """
     for rule in module["ast"]["rules"]:
-        if "Default" in rule:
-            refr = rule["Default"]["refr"]
-        else:
-            head = rule.get("Spec", {}).get("head", {})
-            if not head:
-                continue
-            refr = next(iter(head.values()))["refr"]
+        refr = _head_reference(rule)
+        if refr is None:
+            continue
         name = _reference_parts(refr)
         if name is None or not all(_IDENTIFIER.fullmatch(part) for part in name) or not _is_builtin(name):
             continue

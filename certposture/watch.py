@@ -56,7 +56,7 @@ EXIT_STOPPED = 0
 EXIT_INTERRUPTED = 130
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# The pattern of rules.py, which lets "$" match before a final newline.
+# Stored schedules passed the stricter check of rules.py; this one only splits number and unit.
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhd])\Z")
 STATUSES = ("passed", "failed", "not_applicable", "error")
 

@@ -2,8 +2,8 @@
 # Demo of the whole check in a temporary home. openssl makes a signing CA and a device certificate.
 # certutil and pk12util import the device certificate into a new NSS database, and a PEM pair is kept.
 # The CLI stores the CA and two rules, then shows `collect | evaluate` as a table.
-# One rule passes; the other requires the emailProtection EKU the certificate lacks, so it fails,
-# and `certposture explain` shows each condition of that rule with its expected and actual values.
+# One rule passes. The other requires the emailProtection EKU, which the certificate lacks, so it fails.
+# `certposture explain` then shows each condition of that rule with its expected and actual values.
 set -euo pipefail
 
 for tool in openssl certutil pk12util certposture; do

@@ -12,24 +12,14 @@ import regorus
 
 from certposture.decide import load_access_policies
 from certposture.engine import load_policies, shipped_policy_dir
-from tests.certgen import CLIENT_AUTH, CertKey, make_ca, make_leaf
+from tests.certgen import CLIENT_AUTH, CertKey, make_leaf
 from tests.opa_support import opa_engine, policy_sources, require_opa
-from tests.test_end_to_end import HOSTNAME, SERIAL, Cli
+from tests.test_end_to_end import HOSTNAME, SERIAL, Cli, ca, cli
 
 RULE_ID = "device-cert"
 EMAIL = "alice@example.com"
 
-
-@pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
-    work = tmp_path / "work"
-    work.mkdir()
-    return Cli(tmp_path / "home", work, capsys)
-
-
-@pytest.fixture
-def ca() -> CertKey:
-    return make_ca("Example Device CA")
+__all__ = ["ca", "cli"]  # fixtures, imported for pytest
 
 
 def _now() -> dt.datetime:

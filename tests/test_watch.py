@@ -30,8 +30,10 @@ from certposture.watch import (
     WatchLoop,
     WatchOptions,
 )
-from tests.certgen import CertKey, make_ca
-from tests.test_end_to_end import FULL_RULE, HOSTNAME, SERIAL, Cli, good_leaf, pem_pair
+from tests.certgen import CertKey
+from tests.test_end_to_end import FULL_RULE, HOSTNAME, SERIAL, Cli, ca, cli, good_leaf, pem_pair
+
+__all__ = ["ca", "cli"]  # fixtures, imported for pytest
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -382,18 +384,6 @@ def test_scaled_clock_runs_faster() -> None:
 
 
 # Rounds on a real store
-
-
-@pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
-    work = tmp_path / "work"
-    work.mkdir()
-    return Cli(tmp_path / "home", work, capsys)
-
-
-@pytest.fixture
-def ca() -> CertKey:
-    return make_ca("Example Device CA")
 
 
 def add_scheduled_rule(cli: Cli, ca_id: str, name: str, schedule: str, paths: list[str]) -> str:
