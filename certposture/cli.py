@@ -240,6 +240,14 @@ NssdbOption = Annotated[
         "--nssdb", help="NSS sql: database folder to collect instead of the rules' locations; repeatable."
     ),
 ]
+TrustStoreOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-store",
+        help="Trust store to collect instead of the rules' locations: system (macOS System keychain, "
+        "Windows LocalMachine\\My) or user (Windows CurrentUser\\My); repeatable.",
+    ),
+]
 HostnameOption = Annotated[str | None, typer.Option(help="Hostname to report instead of the system's.")]
 SerialOption = Annotated[str | None, typer.Option(help="Serial number to report instead of the firmware's.")]
 AtOption = Annotated[
@@ -258,14 +266,23 @@ def _collect(
     rule: str | None,
     path: list[str] | None,
     nssdb: list[str] | None,
+    trust_store: list[str] | None,
     hostname: str | None,
     serial: str | None,
 ) -> Facts:
     facts = posture.collect_facts(
-        _store(), rule_id=rule, paths=path or [], nssdbs=nssdb or [], hostname=hostname, serial_number=serial
+        _store(),
+        rule_id=rule,
+        paths=path or [],
+        nssdbs=nssdb or [],
+        trust_stores=trust_store or [],
+        hostname=hostname,
+        serial_number=serial,
     )
     if facts.errors:
         typer.echo(f'warning: {len(facts.errors)} collection error(s); see "errors" in the facts', err=True)
+    for note in facts.notes:
+        typer.echo(f"note: {note.source} {note.location}: {note.message}", err=True)
     return facts
 
 
@@ -277,6 +294,7 @@ def collect_command(
     rule: RuleOption = None,
     path: PathOption = None,
     nssdb: NssdbOption = None,
+    trust_store: TrustStoreOption = None,
     hostname: HostnameOption = None,
     serial_number: SerialOption = None,
     output: Annotated[
@@ -292,7 +310,7 @@ def collect_command(
     ] = "json",
 ) -> None:
     """Collect client-certificate facts on this device and print them as JSON."""
-    facts = _collect(rule, path, nssdb, hostname, serial_number)
+    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number)
     data = dump_facts(facts)
     if output_format == "opa-input":
         data = b'{"input":' + data.rstrip(b"\n") + b"}\n"
@@ -547,6 +565,7 @@ def check_command(
     rule: RuleOption = None,
     path: PathOption = None,
     nssdb: NssdbOption = None,
+    trust_store: TrustStoreOption = None,
     hostname: HostnameOption = None,
     serial_number: SerialOption = None,
     at: AtOption = None,
@@ -582,6 +601,7 @@ def check_command(
                 rule_id=rule,
                 paths=path or [],
                 nssdbs=nssdb or [],
+                trust_stores=trust_store or [],
                 hostname=hostname,
                 serial_number=serial_number,
                 at=at,
@@ -593,7 +613,7 @@ def check_command(
     evaluated_at = posture.parse_time(at) if at is not None else None
     extra_policies = extra_policy_dirs(policy or [])
     masks = _decision_masks(decision_log, mask, mask_device)
-    facts = _collect(rule, path, nssdb, hostname, serial_number)
+    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number)
     started = time.perf_counter_ns()
     document, errors = posture.evaluate_facts(
         _store(), facts, at=evaluated_at, rule_id=rule, extra_policies=extra_policies

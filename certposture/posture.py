@@ -17,6 +17,7 @@ from certposture.errors import CertpostureError, FactsError, InputError, StoreEr
 from certposture.store import Store
 from collector.collect import Locations, collect
 from collector.facts import Facts, format_utc
+from collector.platforms import Platform, UnsupportedPlatformError, detect_platform, require_supported
 from collector.signers import Signer
 from collector.sources.nssdb import DEFAULT_NSSDB
 
@@ -29,8 +30,15 @@ EXIT_FAILED = 1
 EXIT_ERROR = 3
 
 
-def locations_for_rules(rules: Sequence[dict[str, Any]]) -> Locations:
-    """Union of the Linux locations the rules name; a Linux rule without paths means the system NSS database."""
+def locations_for_rules(rules: Sequence[dict[str, Any]], platform: Platform = "linux") -> Locations:
+    """Union of the locations that the rules for ``platform`` name.
+
+    On Linux a rule without paths means the system NSS database; on macOS
+    and Windows a rule without trust stores means ``system``. With no rules
+    at all, those defaults are collected.
+    """
+    if platform != "linux":
+        return _trust_store_locations(rules, platform)
     paths: list[str] = []
     nssdbs: list[str] = []
     for rule in rules:
@@ -48,6 +56,20 @@ def locations_for_rules(rules: Sequence[dict[str, Any]]) -> Locations:
     return Locations(paths=tuple(paths), nssdbs=tuple(nssdbs))
 
 
+def _trust_store_locations(rules: Sequence[dict[str, Any]], platform: Platform) -> Locations:
+    stores: list[str] = []
+    for rule in rules:
+        rule_input = rule.get("input", {})
+        if rule_input.get("operating_system") != platform:
+            continue
+        for store in (rule_input.get("locations") or {}).get("trust_stores") or ["system"]:
+            if store not in stores:
+                stores.append(store)
+    if not rules:
+        stores.append("system")
+    return Locations(trust_stores=tuple(stores))
+
+
 def collect_facts(
     store: Store,
     *,
@@ -56,25 +78,49 @@ def collect_facts(
     nssdbs: Sequence[str],
     hostname: str | None,
     serial_number: str | None,
+    trust_stores: Sequence[str] = (),
+    platform: Platform | None = None,
 ) -> Facts:
-    """Collect facts from explicit locations, or else from the locations of the stored rules."""
-    for option, values in (("--path", paths), ("--nssdb", nssdbs)):
+    """Collect facts from explicit locations, or else from the locations of the stored rules.
+
+    ``platform`` replaces the detected operating system family. Raises
+    ``InputError`` on iOS, Android and ChromeOS, which have no client
+    certificate check.
+    """
+    family = detect_platform() if platform is None else platform
+    try:
+        require_supported(family)
+    except UnsupportedPlatformError as error:
+        raise InputError(str(error)) from None
+    for option, values, expected in (
+        ("--path", paths, "a file or folder"),
+        ("--nssdb", nssdbs, "a database folder"),
+        ("--trust-store", trust_stores, "system or user"),
+    ):
         for value in values:
             if value.strip() in ("", "sql:"):
-                raise InputError(f"{option} is empty; give a file or folder (an unset shell variable?)")
-    if paths or nssdbs:
+                raise InputError(f"{option} is empty; give {expected} (an unset shell variable?)")
+    if paths or nssdbs or trust_stores:
         locations = Locations(
             paths=tuple(str(Path(path).absolute()) for path in paths),
             nssdbs=tuple(nssdbs),
+            trust_stores=tuple(trust_stores),
         )
     else:
-        locations = locations_for_rules(_selected_rules(store, rule_id))
+        locations = locations_for_rules(_selected_rules(store, rule_id), family)
     signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
-    logger.debug("collecting from paths=%s nssdbs=%s", locations.paths, locations.nssdbs)
+    logger.debug(
+        "collecting on %s from paths=%s nssdbs=%s trust_stores=%s",
+        family,
+        locations.paths,
+        locations.nssdbs,
+        locations.trust_stores,
+    )
     try:
-        return collect(locations, signers, hostname=hostname, serial_number=serial_number)
+        return collect(locations, signers, hostname=hostname, serial_number=serial_number, platform=family)
     except ValueError as error:
-        # The collector rejects empty --hostname and --serial-number overrides.
+        # The collector rejects empty --hostname and --serial-number overrides
+        # and trust stores that the platform does not have.
         raise InputError(str(error)) from None
 
 

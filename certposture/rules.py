@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from certposture.errors import InputError
+from collector.platforms import SUPPORTED, UNSUPPORTED
 
 OPERATING_SYSTEMS = ("windows", "linux", "mac")
 PLATFORMS = ("windows", "linux", "mac", "ios", "android", "chromeos")
@@ -67,6 +68,13 @@ class RuleInput(_Model):
     certificate_id: str = Field(min_length=1)
     operating_system: Literal["windows", "linux", "mac"]
     check_private_key: StrictBool
+
+    @field_validator("operating_system", mode="before")
+    @classmethod
+    def _supported_os(cls, value: object) -> object:
+        _reject_unsupported_platform(value)
+        return value
+
     cn: str | None = None
     extended_key_usage: list[Literal["clientAuth", "emailProtection"]] | None = None
     subject_alternative_names: list[str] | None = None
@@ -102,11 +110,22 @@ class RuleInput(_Model):
                 "locations.trust_stores applies to windows and mac rules only; "
                 "on linux use locations.paths, or leave locations empty to search /etc/pki/nssdb"
             )
+        if self.operating_system == "mac" and "user" in (self.locations.trust_stores or []):
+            raise ValueError(
+                "locations.trust_stores 'user' exists on windows only; "
+                "mac rules read the System keychain: use ['system'] or leave trust_stores out"
+            )
         return self
 
 
 class MatchEntry(_Model):
     platform: Literal["windows", "linux", "mac", "ios", "android", "chromeos"]
+
+    @field_validator("platform", mode="before")
+    @classmethod
+    def _supported_platform(cls, value: object) -> object:
+        _reject_unsupported_platform(value)
+        return value
 
 
 class Rule(_Model):
@@ -137,6 +156,15 @@ class Rule(_Model):
                     f"{self.input.operating_system!r}; make them equal"
                 )
         return self
+
+
+def _reject_unsupported_platform(value: object) -> None:
+    # Cloudflare's posture API knows these platforms, but it has no client certificate check for them.
+    if value in UNSUPPORTED:
+        raise ValueError(
+            f"client certificate checks are not supported on {value}; "
+            f"supported operating systems: {', '.join(SUPPORTED)}"
+        )
 
 
 def _check_variables(template: str) -> None:

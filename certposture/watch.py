@@ -282,6 +282,7 @@ class WatchOptions:
     rule_id: str | None = None
     paths: tuple[str, ...] = ()
     nssdbs: tuple[str, ...] = ()
+    trust_stores: tuple[str, ...] = ()
     hostname: str | None = None
     serial_number: str | None = None
     extra_policies: tuple[Path, ...] = ()
@@ -322,7 +323,7 @@ class RoundRunner:
         results: list[dict[str, Any]] = []
 
         shared: Facts | CertpostureError | None = None
-        if self._options.paths or self._options.nssdbs:
+        if self._options.paths or self._options.nssdbs or self._options.trust_stores:
             shared = self._try_collect(None)
             if isinstance(shared, Facts):
                 summary.collection_errors = len(shared.errors)
@@ -362,6 +363,7 @@ class RoundRunner:
                 rule_id=rule_id,
                 paths=self._options.paths,
                 nssdbs=self._options.nssdbs,
+                trust_stores=self._options.trust_stores,
                 hostname=self._options.hostname,
                 serial_number=self._options.serial_number,
             )
@@ -532,6 +534,7 @@ def watch_check(
     policies: Sequence[str],
     output_format: str,
     max_rounds: int | None,
+    trust_stores: Sequence[str] = (),
     recorder: Recorder = posturelog.record_results,
 ) -> int:
     """Run ``check --watch`` until SIGINT or SIGTERM (or ``max_rounds`` rounds); return the exit code.
@@ -546,6 +549,7 @@ def watch_check(
         rule_id=rule_id,
         paths=tuple(paths),
         nssdbs=tuple(nssdbs),
+        trust_stores=tuple(trust_stores),
         hostname=hostname,
         serial_number=serial_number,
         extra_policies=tuple(extra_policy_dirs(policies)),

@@ -182,28 +182,10 @@ def identify_device(
 
     Raises ValueError when an override is empty or only whitespace.
     """
-    errors: list[CollectionError] = []
-
-    if hostname is not None:
-        if not hostname.strip():
-            raise ValueError("hostname override is empty; give the device's hostname")
-        device_hostname: str | None = hostname.strip()
-    else:
-        device_hostname = socket.gethostname() or None
-        if device_hostname is None:
-            errors.append(
-                CollectionError(
-                    source=SOURCE,
-                    location="hostname",
-                    step="identity",
-                    message="the system returned an empty hostname; pass --hostname",
-                )
-            )
+    device_hostname, errors = resolve_hostname(hostname)
 
     if serial_number is not None:
-        if not serial_number.strip():
-            raise ValueError("serial number override is empty; give the device's serial number")
-        device_serial: str | None = serial_number.strip()
+        device_serial: str | None = checked_serial_override(serial_number)
     else:
         device_serial, problems = read_serial_number(sysfs_root, proc_root)
         if device_serial is None:
@@ -211,6 +193,32 @@ def identify_device(
 
     operating_system = identify_operating_system(system, os_release_paths)
     return Device(hostname=device_hostname, serial_number=device_serial, os=operating_system), errors
+
+
+def resolve_hostname(override: str | None) -> tuple[str | None, list[CollectionError]]:
+    """Return the override, stripped, or the system's hostname; raise ValueError for an empty override."""
+    if override is not None:
+        if not override.strip():
+            raise ValueError("hostname override is empty; give the device's hostname")
+        return override.strip(), []
+    hostname = socket.gethostname() or None
+    if hostname is None:
+        return None, [
+            CollectionError(
+                source=SOURCE,
+                location="hostname",
+                step="identity",
+                message="the system returned an empty hostname; pass --hostname",
+            )
+        ]
+    return hostname, []
+
+
+def checked_serial_override(override: str) -> str:
+    """Return a serial number override, stripped; raise ValueError when it is empty."""
+    if not override.strip():
+        raise ValueError("serial number override is empty; give the device's serial number")
+    return override.strip()
 
 
 def _serial_number_error(sysfs_root: str, problems: Sequence[str]) -> CollectionError:

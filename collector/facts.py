@@ -149,13 +149,26 @@ class CollectionError(_Model):
     """A location, file or certificate that could not be read; the rest was still collected.
 
     ``step`` names the stage that failed: ``open``, ``read``, ``load``,
-    ``names``, ``extensions``, ``public_key``, ``key``, ``database`` or
-    ``identity``.
+    ``names``, ``extensions``, ``public_key``, ``key``, ``database``,
+    ``command`` (a platform tool failed), ``parse`` (its output could not be
+    read) or ``identity``.
     """
 
     source: str
     location: str
     step: str
+    message: str
+
+
+class CollectionNote(_Model):
+    """Something the evaluator should know about a location that is not an error.
+
+    For example, the Windows collector running as SYSTEM reads SYSTEM's own
+    ``user`` store, and the PowerShell backend cannot open private keys.
+    """
+
+    source: str
+    location: str
     message: str
 
 
@@ -175,6 +188,7 @@ class Facts(_Model):
     device: Device
     certificates: list[Certificate]
     errors: list[CollectionError]
+    notes: list[CollectionNote] = Field(default_factory=list)
 
 
 def dump_facts(facts: Facts) -> bytes:

@@ -537,8 +537,11 @@ def _aimed_locations(rng: random.Random, candidate: dict[str, Any]) -> dict[str,
         if key_location and rng.random() < 0.5:
             paths.append(key_location)
         return {"paths": sorted(set(paths))}
-    if source["type"] in ("keychain", "windows") and source["location"] in ("system", "user"):
+    if source["type"] == "windows" and source["location"] in ("system", "user"):
         return {"trust_stores": [source["location"]]} if rng.random() < 0.7 else None
+    if source["type"] == "keychain" and source["location"] == "system":
+        # macOS rules can name only the System keychain.
+        return {"trust_stores": ["system"]} if rng.random() < 0.7 else None
     return None
 
 
@@ -611,9 +614,8 @@ def _valid_rule(
             paths = rng.sample(RULE_PATHS, rng.randint(1, 3))
             locations = rng.choice([None, {"paths": sorted(paths)}])
         else:
-            locations = rng.choice(
-                [None, {"trust_stores": rng.sample(["system", "user"], rng.randint(1, 2))}]
-            )
+            stores = ["system", "user"] if rule_input["operating_system"] == "windows" else ["system"]
+            locations = rng.choice([None, {"trust_stores": rng.sample(stores, rng.randint(1, len(stores)))}])
         rule_input |= _random_conditions(rng)
     if locations is not None:
         rule_input["locations"] = locations

@@ -135,6 +135,25 @@ def test_add_cloudflare_envelope(
         (lambda r: r.update(expiration="1h\n"), "expiration: '1h\\n' is not a duration"),
         (lambda r: r.update(expiration="9999999999d"), "expiration: '9999999999d' is not a duration"),
         (lambda r: r.update(match=[{"platform": "windows"}]), "match platform 'windows' differs"),
+        *[
+            (
+                lambda r, os_name=os_name: r["input"].update(operating_system=os_name),
+                f"input.operating_system: client certificate checks are not supported on {os_name}; "
+                "supported operating systems: linux, mac, windows",
+            )
+            for os_name in ("ios", "android", "chromeos")
+        ],
+        (
+            lambda r: r.update(match=[{"platform": "chromeos"}]),
+            "match.0.platform: client certificate checks are not supported on chromeos; "
+            "supported operating systems: linux, mac, windows",
+        ),
+        (
+            lambda r: r["input"].update(
+                operating_system="mac", locations={"trust_stores": ["system", "user"]}
+            ),
+            "locations.trust_stores 'user' exists on windows only; mac rules read the System keychain",
+        ),
         (
             lambda r: r["input"].update(check_private_key="no"),
             "input.check_private_key: must be true or false (got the string 'no')",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from collector.facts import Certificate, CollectionError
+from collector.facts import Certificate, CollectionError, CollectionNote
 
 
 @dataclass
@@ -13,3 +13,4 @@ class SourceResult:
 
     certificates: list[Certificate] = field(default_factory=list)
     errors: list[CollectionError] = field(default_factory=list)
+    notes: list[CollectionNote] = field(default_factory=list)

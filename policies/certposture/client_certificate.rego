@@ -774,6 +774,7 @@ _rule_problems(rule_input) := [reason(
 		"locations",
 		"paths",
 		"trust_stores",
+		"mac_trust_stores",
 		"variables",
 	]
 	problem := _field_problem(rule_input, field)
@@ -879,6 +880,21 @@ _field_problem(rule_input, "trust_stores") := _invalid(
 	is_object(locations)
 	value := _value_or(locations, "trust_stores", [])
 	not _array_of_keys(value, {store: true | some store in _trust_stores})
+}
+
+# Cloudflare's macOS check reads only the System keychain; the user store is Windows's CurrentUser\My.
+_field_problem(rule_input, "mac_trust_stores") := _invalid(
+	"locations.trust_stores",
+	"macOS has only the system trust store (the System keychain), and user exists on windows only",
+	["system"],
+	value,
+) if {
+	object.get(rule_input, "operating_system", null) == "mac"
+	locations := _value_or(rule_input, "locations", {})
+	is_object(locations)
+	value := _value_or(locations, "trust_stores", [])
+	_array_of_keys(value, {store: true | some store in _trust_stores})
+	"user" in value
 }
 
 _field_problem(rule_input, "variables") := _invalid(

@@ -836,11 +836,26 @@ test_fail_trust_store_default_excludes_user if {
 }
 
 test_success_trust_store_user_listed if {
-	mac := _with_device({"os": {"family": "mac", "name": "macOS", "version": "15.1"}})
-	cert := _with_cert({"source": {"type": "keychain", "location": "user", "label": "corp-device"}})
-	rule_input := _with_input({"operating_system": "mac", "locations": {"trust_stores": ["user", "system"]}})
+	windows := _with_device({"os": {"family": "windows", "name": "Windows 11 Pro", "version": "10.0.26100"}})
+	cert := _with_cert({"source": {"type": "windows", "location": "user", "label": "corp-device"}})
+	rule_input := _with_input({"operating_system": "windows", "locations": {"trust_stores": ["user", "system"]}})
 
-	_result_on(mac, rule_input, [cert]).status == "passed"
+	_result_on(windows, rule_input, [cert]).status == "passed"
+}
+
+test_fail_mac_rule_with_user_trust_store if {
+	mac := _with_device({"os": {"family": "mac", "name": "macOS", "version": "15.1"}})
+	cert := _with_cert({"source": {"type": "keychain", "location": "system", "label": null}})
+	rule_input := _with_input({"operating_system": "mac", "locations": {"trust_stores": ["user", "system"]}})
+	result := _result_on(mac, rule_input, [cert])
+
+	result.status == "error"
+	_rule_codes(result) == ["invalid_rule"]
+	result.reasons[0].message == concat("", [
+		"rule input locations.trust_stores is invalid because macOS has only the system trust store ",
+		"(the System keychain), and user exists on windows only",
+	])
+	result.reasons[0].expected == ["system"]
 }
 
 test_fail_trust_store_wrong_source_type if {
