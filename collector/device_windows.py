@@ -13,7 +13,8 @@ from typing import Final
 from collector.commands import CommandError, Runner, run_command
 from collector.device import is_placeholder_serial
 from collector.facts import CollectionError, CollectionNote, OperatingSystem
-from collector.sources.windows import TRUST_STORES, decode_powershell_json, json_type, powershell_argv
+from collector.sources.windows import TRUST_STORES
+from collector.sources.windows_powershell import decode_powershell_json, json_type, powershell_argv
 
 SOURCE = "device"
 

@@ -44,8 +44,10 @@ class UnsupportedPlatformError(Exception):
     """Collection was asked for on an operating system without a client certificate check."""
 
     def __init__(self, platform_name: str) -> None:
+        # "unknown" would tell the user nothing, so name the system that Python reports.
+        shown = platform_name if platform_name != "unknown" else (platform.system() or "this system")
         super().__init__(
-            f"client certificate checks are not supported on {platform_name}; "
+            f"client certificate checks are not supported on {shown}; "
             f"supported operating systems: {', '.join(SUPPORTED)}"
         )
         self.platform = platform_name

@@ -1,9 +1,9 @@
 """macOS and Windows end to end: collect through recorded tool output, evaluate against each OS's rules.
 
-The platform is set by replacing ``detect_platform``; the tools the
+The platform is set by replacing ``detect_platform``. The tools that the
 collectors run (``security``, ``ioreg``, ``sw_vers``, ``powershell.exe``) are
-fakes on PATH that replay output recorded in the real formats from the
-certificates each test generates.
+fakes on PATH, which replay output that each test generates in the real
+formats from its own certificates.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from certposture import posture
-from collector.sources import windows
+from collector.sources import windows, windows_cryptoapi
 from tests.certgen import CLIENT_AUTH, CertKey, make_leaf
 from tests.collector.macos_tools import FakeTools, find_certificate_output, find_identity_output, ioreg_output
 from tests.collector.macos_tools import sw_vers_output as mac_sw_vers_output
@@ -180,7 +180,7 @@ WINDOWS_RULE: dict[str, Any] = {
 }
 SYSTEM_SID = "S-1-5-18"
 
-# Answers every powershell.exe call: a certificate listing for scripts that
+# Prints the output for any powershell.exe call: a certificate listing for scripts that
 # read a store (by the store path in the script), the identity otherwise.
 _FAKE_POWERSHELL = """#!{python}
 import pathlib, sys
@@ -219,7 +219,7 @@ def windows_platform(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def use_crypto_api(monkeypatch: pytest.MonkeyPatch, api: FakeCryptoApi) -> None:
-    monkeypatch.setattr(windows, "default_backend", lambda: windows.CryptoApiBackend(api))
+    monkeypatch.setattr(windows, "default_backend", lambda: windows_cryptoapi.CryptoApiBackend(api))
 
 
 def test_windows_rule_passes_on_windows(
@@ -320,7 +320,7 @@ def test_windows_powershell_fallback_as_system(
     assert code == 1
     assert by_name["without key"]["status"] == "passed"
     assert by_name["with key"]["status"] == "failed"
-    # HasPrivateKey only says the store records a key link, so it never counts as presence.
+    # HasPrivateKey only reports that the store records a key link, so it never counts as presence.
     assert facts["certificates"][0]["private_key"]["status"] == "unverified"
     note_locations = {(note["source"], note["location"]) for note in facts["notes"]}
     assert ("windows", "user") in note_locations

@@ -56,7 +56,16 @@ def test_detect_linux_with_other_lsb_release(tmp_path: Path) -> None:
     assert detect_platform("Linux", android=False, chromeos_markers=(lsb_release, milestone)) == "linux"
 
 
-@pytest.mark.parametrize("family", ["ios", "android", "chromeos", "unknown"])
+def test_unknown_platform_named_by_system(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("platform.system", lambda: "FreeBSD")
+
+    with pytest.raises(UnsupportedPlatformError) as raised:
+        require_supported("unknown")
+
+    assert str(raised.value).startswith("client certificate checks are not supported on FreeBSD; ")
+
+
+@pytest.mark.parametrize("family", ["ios", "android", "chromeos"])
 def test_require_supported_rejects(family: str) -> None:
     with pytest.raises(UnsupportedPlatformError) as raised:
         require_supported(family)  # type: ignore[arg-type]

@@ -30,17 +30,19 @@ from pathlib import Path
 
 from collector.commands import CommandError, command_text
 from collector.sources.windows import (
+    CRYPT_E_NO_KEY_PROPERTY,
+    CRYPT_E_NOT_FOUND,
+    ERROR_MORE_DATA,
+    StoreListing,
+    TrustStore,
+)
+from collector.sources.windows_cryptoapi import (
     CERT_CONTEXT,
     CERT_FRIENDLY_NAME_PROP_ID,
     CERT_KEY_PROV_INFO_PROP_ID,
     CERT_NCRYPT_KEY_SPEC,
     CERT_STORE_PROV_SYSTEM_W,
-    CRYPT_E_NO_KEY_PROPERTY,
-    CRYPT_E_NOT_FOUND,
-    ERROR_MORE_DATA,
     CryptoApiError,
-    StoreListing,
-    TrustStore,
 )
 
 X509_ASN_ENCODING = 1
