@@ -9,6 +9,7 @@ Results go to stdout and diagnostics to stderr, so ``collect | evaluate`` stays 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from certposture.store import Store, resolve_home
 from certposture.testcommand import test_command
 from certposture.watch import watch_check
 from collector.facts import Facts, dump_facts
+from collector.sources.pem import DEFAULT_MAX_CERTIFICATES_PER_FILE, DEFAULT_MAX_FILE_SIZE, PemLimits
 
 app = typer.Typer(
     add_completion=False,
@@ -260,6 +262,58 @@ PolicyOption = Annotated[
         help="Folder (or .rego file) of extra policies loaded beside the shipped ones; repeatable.",
     ),
 ]
+# Taken as text and checked by _pem_limits, so that a bad value is a one-line error like other input errors.
+MaxFileSizeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--max-file-size",
+        metavar="BYTES",
+        help="Maximum size, in bytes, of a PEM or DER file to read; a larger file is reported as a "
+        f"collection error and not read. Default {DEFAULT_MAX_FILE_SIZE} (1 MiB).",
+    ),
+]
+MaxCertificatesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--max-certificates-per-file",
+        metavar="N",
+        help="Maximum number of certificates in one PEM file; a file with more is reported as a collection "
+        f"error and none of its certificates or keys is read. Default {DEFAULT_MAX_CERTIFICATES_PER_FILE}.",
+    ),
+]
+
+_WHOLE_NUMBER = re.compile(r"[0-9]+")
+
+
+def _positive_integer(option: str, value: str, example: int) -> int:
+    """Parse an option value of ASCII digits that is at least 1, or raise InputError naming the option."""
+    if not _WHOLE_NUMBER.fullmatch(value):
+        raise InputError(
+            f"{option} {value!r} is not a positive whole number; give a number such as {example} (the default)"
+        )
+    try:
+        number = int(value)
+    except ValueError:
+        # int() rejects more than 4300 digits (sys.get_int_max_str_digits).
+        raise InputError(
+            f"{option} has {len(value)} digits, too many for a limit; give a number such as {example}"
+        ) from None
+    if number < 1:
+        raise InputError(f"{option} is {value}, but it must be at least 1; give a number such as {example}")
+    return number
+
+
+def _pem_limits(max_file_size: str | None, max_certificates_per_file: str | None) -> PemLimits:
+    """Build the PEM and DER file limits from the collect options, with the defaults for options left out."""
+    file_size = DEFAULT_MAX_FILE_SIZE
+    if max_file_size is not None:
+        file_size = _positive_integer("--max-file-size", max_file_size, DEFAULT_MAX_FILE_SIZE)
+    certificates = DEFAULT_MAX_CERTIFICATES_PER_FILE
+    if max_certificates_per_file is not None:
+        certificates = _positive_integer(
+            "--max-certificates-per-file", max_certificates_per_file, DEFAULT_MAX_CERTIFICATES_PER_FILE
+        )
+    return PemLimits(max_file_size=file_size, max_certificates_per_file=certificates)
 
 
 def _collect(
@@ -269,6 +323,7 @@ def _collect(
     trust_store: list[str] | None,
     hostname: str | None,
     serial: str | None,
+    pem_limits: PemLimits,
 ) -> Facts:
     facts = posture.collect_facts(
         _store(),
@@ -278,6 +333,7 @@ def _collect(
         trust_stores=trust_store or [],
         hostname=hostname,
         serial_number=serial,
+        pem_limits=pem_limits,
     )
     if facts.errors:
         typer.echo(f'warning: {len(facts.errors)} collection error(s); see "errors" in the facts', err=True)
@@ -297,6 +353,8 @@ def collect_command(
     trust_store: TrustStoreOption = None,
     hostname: HostnameOption = None,
     serial_number: SerialOption = None,
+    max_file_size: MaxFileSizeOption = None,
+    max_certificates_per_file: MaxCertificatesOption = None,
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Write facts to FILE, not stdout.")
     ] = None,
@@ -310,7 +368,8 @@ def collect_command(
     ] = "json",
 ) -> None:
     """Collect client-certificate facts on this device and print them as JSON."""
-    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number)
+    pem_limits = _pem_limits(max_file_size, max_certificates_per_file)
+    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number, pem_limits)
     data = dump_facts(facts)
     if output_format == "opa-input":
         data = b'{"input":' + data.rstrip(b"\n") + b"}\n"
@@ -568,6 +627,8 @@ def check_command(
     trust_store: TrustStoreOption = None,
     hostname: HostnameOption = None,
     serial_number: SerialOption = None,
+    max_file_size: MaxFileSizeOption = None,
+    max_certificates_per_file: MaxCertificatesOption = None,
     at: AtOption = None,
     policy: PolicyOption = None,
     output_format: FormatOption = "json",
@@ -592,6 +653,7 @@ def check_command(
     """Collect facts on this device, evaluate them in one process and append the results to the posture log."""
     if watch_rounds is not None and not watch:
         raise InputError("--watch-rounds applies only with --watch")
+    pem_limits = _pem_limits(max_file_size, max_certificates_per_file)
     if watch:
         if decision_log is not None or mask or mask_device:
             raise InputError("--decision-log, --mask and --mask-device cannot be used with --watch")
@@ -608,12 +670,13 @@ def check_command(
                 policies=policy or [],
                 output_format=output_format,
                 max_rounds=watch_rounds,
+                pem_limits=pem_limits,
             )
         )
     evaluated_at = posture.parse_time(at) if at is not None else None
     extra_policies = extra_policy_dirs(policy or [])
     masks = _decision_masks(decision_log, mask, mask_device)
-    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number)
+    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number, pem_limits)
     started = time.perf_counter_ns()
     document, errors = posture.evaluate_facts(
         _store(), facts, at=evaluated_at, rule_id=rule, extra_policies=extra_policies

@@ -44,7 +44,8 @@ def read_input(source: str, max_bytes: int) -> bytes:
 
     try:
         # O_NONBLOCK keeps open() from waiting for a writer when the path is a FIFO.
-        descriptor = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+        # Windows has no O_NONBLOCK, and no FIFOs in its file system to wait on.
+        descriptor = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except IsADirectoryError:
         raise InputError(f"{source} is a directory; give a file") from None
     except OSError as error:

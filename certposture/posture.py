@@ -20,6 +20,7 @@ from collector.facts import Facts, format_utc
 from collector.platforms import Platform, UnsupportedPlatformError, detect_platform, require_supported
 from collector.signers import Signer
 from collector.sources.nssdb import DEFAULT_NSSDB
+from collector.sources.pem import DEFAULT_LIMITS, PemLimits
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +81,13 @@ def collect_facts(
     serial_number: str | None,
     trust_stores: Sequence[str] = (),
     platform: Platform | None = None,
+    pem_limits: PemLimits = DEFAULT_LIMITS,
 ) -> Facts:
     """Collect facts from explicit locations, or else from the locations of the stored rules.
 
-    ``platform`` replaces the detected operating system family. Raises
-    ``InputError`` on iOS, Android and ChromeOS, which have no client
-    certificate check.
+    ``platform`` replaces the detected operating system family, and
+    ``pem_limits`` bounds each PEM or DER file. Raises ``InputError`` on iOS,
+    Android and ChromeOS, which have no client certificate check.
     """
     family = detect_platform() if platform is None else platform
     try:
@@ -110,14 +112,22 @@ def collect_facts(
         locations = locations_for_rules(_selected_rules(store, rule_id), family)
     signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
     logger.debug(
-        "collecting on %s from paths=%s nssdbs=%s trust_stores=%s",
+        "collecting on %s from paths=%s nssdbs=%s trust_stores=%s with %s",
         family,
         locations.paths,
         locations.nssdbs,
         locations.trust_stores,
+        pem_limits,
     )
     try:
-        return collect(locations, signers, hostname=hostname, serial_number=serial_number, platform=family)
+        return collect(
+            locations,
+            signers,
+            hostname=hostname,
+            serial_number=serial_number,
+            platform=family,
+            pem_limits=pem_limits,
+        )
     except ValueError as error:
         # The collector rejects empty --hostname and --serial-number overrides
         # and trust stores that the platform does not have.

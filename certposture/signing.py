@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
@@ -51,6 +52,7 @@ def parse_signing_certificate(raw: bytes, source: str) -> SigningCertificateInpu
     else:
         certificate, key, warnings = _parse_der(data, source), None, []
 
+    _check_parseable(certificate, source)
     check_is_ca(certificate, source)
     if certificate.not_valid_after_utc < datetime.now(UTC):
         warnings.append(
@@ -67,6 +69,28 @@ def parse_signing_certificate(raw: bytes, source: str) -> SigningCertificateInpu
             serialization.NoEncryption(),
         )
     return SigningCertificateInput(certificate, key_pem, tuple(warnings))
+
+
+def _check_parseable(certificate: x509.Certificate, source: str) -> None:
+    """Raise InputError when a part that cryptography decodes only on first use is invalid.
+
+    The collector reads the same parts of every device certificate, so a
+    signing certificate that fails here could never be matched anyway.
+    """
+    fix = "the file is not a well-formed X.509 certificate; ask the CA's owner for a valid export"
+    try:
+        certificate.subject.rfc4514_string()
+        certificate.issuer.rfc4514_string()
+    except ValueError as error:
+        raise InputError(f"{source}: certificate names cannot be parsed ({error}); {fix}") from None
+    try:
+        _ = certificate.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as error:
+        raise InputError(f"{source}: certificate extensions cannot be parsed ({error}); {fix}") from None
+    try:
+        certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as error:
+        raise InputError(f"{source}: certificate public key cannot be used ({error}); {fix}") from None
 
 
 def check_is_ca(certificate: x509.Certificate, source: str) -> None:
@@ -136,7 +160,7 @@ def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, Priva
 
     try:
         certificate = x509.load_pem_x509_certificate(certificate_blocks[0].group(0))
-    except ValueError as error:
+    except (ValueError, x509.InvalidVersion) as error:
         raise InputError(f"{source}: certificate cannot be parsed: {error}") from None
 
     warnings: list[str] = []
@@ -166,6 +190,8 @@ def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, Priva
 def _parse_der(data: bytes, source: str) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(data)
+    except x509.InvalidVersion as error:
+        raise InputError(f"{source}: certificate cannot be parsed: {error}") from None
     except ValueError:
         pass
     try:

@@ -42,6 +42,7 @@ from certposture.files import emit
 from certposture.report import printable, render_results_table
 from certposture.store import Store
 from collector.facts import Facts, format_utc
+from collector.sources.pem import DEFAULT_LIMITS, PemLimits
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +287,7 @@ class WatchOptions:
     hostname: str | None = None
     serial_number: str | None = None
     extra_policies: tuple[Path, ...] = ()
+    pem_limits: PemLimits = DEFAULT_LIMITS
 
 
 class RoundRunner:
@@ -366,6 +368,7 @@ class RoundRunner:
                 trust_stores=self._options.trust_stores,
                 hostname=self._options.hostname,
                 serial_number=self._options.serial_number,
+                pem_limits=self._options.pem_limits,
             )
         except NotFoundError as error:
             return error
@@ -535,6 +538,7 @@ def watch_check(
     output_format: str,
     max_rounds: int | None,
     trust_stores: Sequence[str] = (),
+    pem_limits: PemLimits = DEFAULT_LIMITS,
     recorder: Recorder = posturelog.record_results,
 ) -> int:
     """Run ``check --watch`` until SIGINT or SIGTERM (or ``max_rounds`` rounds); return the exit code.
@@ -553,6 +557,7 @@ def watch_check(
         hostname=hostname,
         serial_number=serial_number,
         extra_policies=tuple(extra_policy_dirs(policies)),
+        pem_limits=pem_limits,
     )
     reporter = StreamReporter(output_format, sys.stderr)
     runner = RoundRunner(store, options, recorder, reporter)

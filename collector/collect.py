@@ -21,7 +21,7 @@ from collector.platforms import TRUST_STORES, Platform, detect_platform, require
 from collector.signers import Signer
 from collector.sources import SourceResult
 from collector.sources.nssdb import collect_nssdb, database_directory
-from collector.sources.pem import collect_pem
+from collector.sources.pem import DEFAULT_LIMITS, PemLimits, collect_pem
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,14 @@ def collect(
     serial_number: str | None = None,
     now: datetime | None = None,
     platform: Platform | None = None,
+    pem_limits: PemLimits = DEFAULT_LIMITS,
 ) -> Facts:
     """Collect certificates from every location, identify the device and build the facts.
 
     ``hostname`` and ``serial_number`` override what the system reports;
     ``now``, an aware datetime, replaces the current time as ``collected_at``;
-    ``platform`` replaces the detected operating system family. Raises
+    ``platform`` replaces the detected operating system family;
+    ``pem_limits`` bounds each PEM or DER file read from ``locations.paths``. Raises
     ``UnsupportedPlatformError`` on iOS, Android and ChromeOS, and ValueError
     for an empty override or a trust store the platform does not have.
     """
@@ -63,7 +65,7 @@ def collect(
 
     results: list[SourceResult] = []
     if locations.paths:
-        results.append(collect_pem(locations.paths, signers))
+        results.append(collect_pem(locations.paths, signers, pem_limits))
     for nssdb in _distinct_nssdbs(locations.nssdbs):
         results.append(collect_nssdb(nssdb, signers))
     if locations.trust_stores:

@@ -129,6 +129,27 @@ class PrivateKey(_Model):
         return self
 
 
+SignatureCheckStatus = Literal["invalid", "unsupported"]
+
+
+class UnverifiedSigner(_Model):
+    """A stored signing certificate whose subject is the certificate's issuer name but whose signature check failed.
+
+    ``status`` is ``invalid`` when the signature does not verify with the
+    signing certificate's public key. It is ``unsupported`` when
+    ``cryptography`` could not check the signature, because it does not
+    support the signature algorithm (dsa-with-sha1 in cryptography 50) or the
+    key type, or the algorithm does not fit the key type. ``signature_algorithm``
+    is the certificate's signature algorithm by name, or as a dotted OID when
+    ``cryptography`` has no name for it. ``reason`` says what failed.
+    """
+
+    id: str
+    status: SignatureCheckStatus
+    signature_algorithm: str
+    reason: str
+
+
 class Certificate(_Model):
     source: CertificateSource
     fingerprint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -143,6 +164,14 @@ class Certificate(_Model):
     public_key: PublicKey
     private_key: PrivateKey
     signed_by: list[str]
+    unverified_signers: list[UnverifiedSigner] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _signers_verified_or_not(self) -> Certificate:
+        both = sorted({signer.id for signer in self.unverified_signers} & set(self.signed_by))
+        if both:
+            raise ValueError(f"signing certificates {both} are in both signed_by and unverified_signers")
+        return self
 
 
 class CollectionError(_Model):

@@ -32,7 +32,7 @@ from collector.facts import (
     PublicKey,
     SubjectAlternativeNames,
 )
-from collector.signers import Signer, find_signers
+from collector.signers import Signer, check_signers
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ Step = Literal["load", "names", "extensions", "public_key"]
 CERTIFICATE_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE"})
 
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([^\r\n-]*)-----")
+_PEM_MARKER = re.compile(rb"-----(BEGIN|END) ([^\r\n-]*)-----")
 
 
 class CertificateError(Exception):
@@ -69,22 +70,35 @@ class PemBlock:
 
 
 def split_pem(data: bytes) -> list[PemBlock]:
-    """Split PEM data into its blocks, in file order, without decoding them."""
+    """Split PEM data into its blocks, in file order, without decoding them.
+
+    One forward pass over the BEGIN and END lines, so the time grows with
+    the data's length even for a file of nothing but BEGIN lines.
+    """
+    markers = list(_PEM_MARKER.finditer(data))
     blocks: list[PemBlock] = []
-    position = 0
-    while match := _PEM_BEGIN.search(data, position):
-        label = match.group(1).decode("ascii", "replace")
-        line = data.count(b"\n", 0, match.start()) + 1
-        end_marker = re.compile(rb"-----END " + re.escape(match.group(1)) + rb"-----")
-        end = end_marker.search(data, match.end())
-        next_begin = _PEM_BEGIN.search(data, match.end())
-        if end is None or (next_begin is not None and next_begin.start() < end.start()):
-            # A BEGIN line without its END line, as in a truncated file.
-            blocks.append(PemBlock(label, line, None))
-            position = match.end()
+    line = 1
+    counted_to = 0
+    index = 0
+    while index < len(markers):
+        begin = markers[index]
+        index += 1
+        if begin.group(1) != b"BEGIN":
             continue
-        blocks.append(PemBlock(label, line, data[match.start() : end.end()]))
-        position = end.end()
+        line += data.count(b"\n", counted_to, begin.start())
+        counted_to = begin.start()
+        label = begin.group(2)
+
+        # The block ends at the first END line with the same label, unless another BEGIN comes first.
+        while index < len(markers) and markers[index].group(1) == b"END" and markers[index].group(2) != label:
+            index += 1
+        if index < len(markers) and markers[index].group(1) == b"END":
+            end = markers[index]
+            index += 1
+            blocks.append(PemBlock(label.decode("ascii", "replace"), line, data[begin.start() : end.end()]))
+        else:
+            # A BEGIN line without its END line, as in a truncated file.
+            blocks.append(PemBlock(label.decode("ascii", "replace"), line, None))
     return blocks
 
 
@@ -98,7 +112,8 @@ def load_certificate(data: bytes, encoding: Literal["pem", "der"] = "der") -> x5
         if encoding == "pem":
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
+        # InvalidVersion (a version field other than v1, v2 or v3) is not a ValueError.
         raise CertificateError("load", f"invalid {encoding.upper()} certificate: {exc}") from exc
 
 
@@ -259,6 +274,7 @@ def certificate_facts(
     except CertificateError as exc:
         raise CertificateError("public_key", f"{prefix}: {exc.message}") from exc
 
+    signer_check = check_signers(cert, signers)
     return Certificate(
         source=source,
         fingerprint_sha256=fingerprint,
@@ -272,5 +288,6 @@ def certificate_facts(
         is_ca=is_ca,
         public_key=public_key,
         private_key=private_key,
-        signed_by=find_signers(cert, signers),
+        signed_by=signer_check.signed_by,
+        unverified_signers=signer_check.unverified,
     )

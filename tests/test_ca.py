@@ -6,6 +6,7 @@ import json
 import stat
 from pathlib import Path
 
+import cryptography_vectors
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -250,3 +251,33 @@ def test_home_from_environment(
     assert main(["ca", "add", str(tmp_path / "ca.pem")]) == 0
     capsys.readouterr()
     assert (tmp_path / "env-home" / "certposture.db").is_file()
+
+
+VECTORS = Path(cryptography_vectors.__file__).parent / "x509"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("custom/two_basic_constraints.pem", "certificate extensions cannot be parsed (Duplicate 2.5.29.19"),
+        ("custom/invalid_version.pem", "certificate cannot be parsed: 7 is not a valid X509 version"),
+        ("san_x400address.der", "certificate extensions cannot be parsed (x400Address/EDIPartyName"),
+        ("san_edipartyname.der", "certificate extensions cannot be parsed (x400Address/EDIPartyName"),
+        ("custom/invalid_utf8_common_name.pem", "certificate names cannot be parsed"),
+        ("custom/long-form-name-attribute.pem", "certificate names cannot be parsed"),
+        ("custom/name_attribute_unsupported_tag.pem", "certificate names cannot be parsed"),
+    ],
+)
+def test_add_malformed_corpus_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, expected: str
+) -> None:
+    # Certificates from cryptography's test vectors whose parts fail only when first read.
+    path = VECTORS / name
+
+    code, out, err = run(capsys, tmp_path, "ca", "add", str(path))
+
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"error: {path}: {expected}")
+    assert err.count("\n") == 1
+    assert run(capsys, tmp_path, "ca", "list")[1].strip() == "[]"

@@ -6,7 +6,8 @@ scenario is built from ``SEED`` and its index alone, so
 ``build_scenario(pool, index)`` rebuilds it. The facts start from real
 certificates, made with ``tests.certgen`` and turned into facts by
 ``collector.x509facts.certificate_facts``, and vary the device identity, OS,
-certificate sources, private key status, ``signed_by`` and collection errors.
+certificate sources, private key status, ``signed_by``, ``unverified_signers``
+and collection errors.
 The rules aim at the first facts document of their scenario, so that passes
 and near misses are common. Certificates and keys are random on every run, so
 fingerprints (and with them the order of candidates) change between runs,
@@ -69,6 +70,7 @@ FACTS_PER_SCENARIO = 4
 REQUIRED_CODES = frozenset(
     {
         "signer_mismatch",
+        "signature_unsupported",
         "not_yet_valid",
         "expired",
         "cn_mismatch",
@@ -184,6 +186,28 @@ SAN_TEMPLATES = (
     ["DEVICE@corp.example"],
     ["${hostname}.corp.example", "https://${hostname}.corp.example/device"],
     ["other.corp.example"],
+)
+# Signing certificates named as the issuer whose signature check failed, as the collector records them.
+UNVERIFIED_SIGNERS = (
+    {
+        "id": "ca-main",
+        "status": "unsupported",
+        "signature_algorithm": "dsa-with-sha1",
+        "reason": "cryptography 50.0.2 cannot check this signature (Unsupported signature algorithm)",
+    },
+    {
+        "id": "ca-second",
+        "status": "invalid",
+        "signature_algorithm": "sha256WithRSAEncryption",
+        "reason": "the signature does not verify with the public key of this signing certificate",
+    },
+    {
+        "id": "ca-issuing",
+        "status": "unsupported",
+        # A made-up OID, which the collector reports dotted because cryptography has no name for it.
+        "signature_algorithm": "1.2.840.113549.1.1.99",
+        "reason": "cryptography 50.0.2 cannot check this signature (Unsupported signature algorithm)",
+    },
 )
 UNSUPPORTED_TYPES: tuple[Any, ...] = (
     "client_certificate",
@@ -479,8 +503,17 @@ def _candidate(rng: random.Random, pool: Pool, identity: int) -> dict[str, Any]:
     certificate = copy.deepcopy(rng.choice(group).facts)
     certificate["source"] = _source(rng)
     certificate["private_key"] = _private_key(rng, certificate["source"])
+    # An id is never both verified and unverified: the facts schema rejects that.
     if rng.random() < 0.15:
         certificate["signed_by"] = rng.choice([[], ["ca-second"], ["ca-main", "ca-second"], ["ca-removed"]])
+        certificate["unverified_signers"] = [
+            entry
+            for entry in certificate["unverified_signers"]
+            if entry["id"] not in certificate["signed_by"]
+        ]
+    if rng.random() < 0.1:
+        choices = [entry for entry in UNVERIFIED_SIGNERS if entry["id"] not in certificate["signed_by"]]
+        certificate["unverified_signers"] = rng.sample(choices, rng.randint(1, len(choices)))
     if rng.random() < 0.1:
         # A collector that reports SANs as U-labels, in another case than the rule's.
         host = IDENTITIES[identity][0]
@@ -601,8 +634,8 @@ def _valid_rule(
     rule_input: dict[str, Any] = {"check_private_key": rng.random() < 0.75}
     if candidates and rng.random() < 0.6:
         candidate = rng.choice(candidates)
-        signed_by = candidate["signed_by"]
-        aimed_id = rng.choice(signed_by) if signed_by and rng.random() < 0.85 else rng.choice(signer_ids)
+        named = [*candidate["signed_by"], *(entry["id"] for entry in candidate["unverified_signers"])]
+        aimed_id = rng.choice(named) if named and rng.random() < 0.85 else rng.choice(signer_ids)
         rule_input["certificate_id"] = aimed_id
         rule_input["operating_system"] = _operating_system_for(candidate["source"]["type"])
         locations = _aimed_locations(rng, candidate)

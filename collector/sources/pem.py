@@ -7,6 +7,15 @@ hold PEM certificates (several form a chain), PEM private keys (PKCS#8
 ``PRIVATE KEY``, traditional ``RSA``/``EC``/``DSA PRIVATE KEY``, and their
 encrypted forms), a single DER certificate or a single DER private key.
 
+Only regular files are opened. FIFOs, sockets and devices, given as paths or
+found in directories, are reported without being opened, because reading them
+could block or never end. A file larger than ``PemLimits.max_file_size`` or
+with more certificate blocks than ``PemLimits.max_certificates_per_file`` is
+reported and not parsed at all, so no certificate or key of it is collected.
+Reading such a file in part would make the facts depend on the order of its
+blocks. Every such file is an entry in the errors, and the other files are
+still collected.
+
 A certificate's private key is present when a key from any of the given
 paths has the same SubjectPublicKeyInfo as the certificate. Keys are loaded
 only to derive their public key, and no key bytes or key objects reach the
@@ -20,6 +29,7 @@ a broken certificate or key block in it is still an error.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -52,17 +62,70 @@ SOURCE = "pem"
 # Certificate and key files are a few KiB, and a chain with many certificates
 # stays well below this. Larger files are skipped so that a mistyped path (a log, a
 # disk image) is not read into memory.
-MAX_FILE_SIZE = 1024 * 1024
+DEFAULT_MAX_FILE_SIZE = 1024 * 1024
+
+# The largest PEM files in normal use are CA bundles, such as Debian 12's
+# /etc/ssl/certs/ca-certificates.crt with 144 certificates, and a client
+# certificate file contains a chain of a few. Each certificate costs a signature
+# check per stored signing certificate and adds an entry to the facts. A 1 MiB
+# file can contain a few thousand small certificates, so this limit is the one
+# that bounds the work per file.
+DEFAULT_MAX_CERTIFICATES_PER_FILE = 1_000
 
 # A directory scan stops after this many files, so that a path such as / is
 # reported instead of walking the whole file system.
 MAX_DIRECTORY_FILES = 10_000
+
+# Maximum number of errors listed for the broken PEM blocks of one file. One more
+# error counts the rest, so a file of thousands of broken blocks cannot flood the facts.
+MAX_BLOCK_ERRORS_PER_FILE = 20
 
 PRIVATE_KEY_LABELS = frozenset({"PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY"})
 ENCRYPTED_PRIVATE_KEY_LABEL = "ENCRYPTED PRIVATE KEY"
 
 # RFC 1421 header of a traditional OpenSSL key encrypted with a password.
 _PROC_TYPE_ENCRYPTED = re.compile(rb"^Proc-Type:\s*4\s*,\s*ENCRYPTED\s*$", re.MULTILINE)
+
+# BEGIN lines of the certificate blocks that count towards the limit per file,
+# whole or truncated. TRUSTED CERTIFICATE blocks count too, although parsing
+# later rejects each of them.
+_CERTIFICATE_BEGIN = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----")
+
+_READ_CHUNK = 64 * 1024
+
+
+def _open_flags() -> int:
+    """Return the flags for opening a file whose type was checked before.
+
+    O_NONBLOCK keeps open() from waiting for a writer if a FIFO took the
+    file's place in the meantime, and O_NOCTTY keeps a terminal device from
+    becoming the controlling terminal. Windows has neither flag but needs
+    O_BINARY, so that reading does not translate line endings.
+    """
+    flags = os.O_RDONLY
+    for name in ("O_NONBLOCK", "O_NOCTTY", "O_CLOEXEC", "O_BINARY"):
+        flags |= getattr(os, name, 0)
+    return flags
+
+
+_OPEN_FLAGS = _open_flags()
+
+
+@dataclass(frozen=True)
+class PemLimits:
+    """Limits per file of the PEM and DER source. A file over either limit is reported and not parsed."""
+
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    max_certificates_per_file: int = DEFAULT_MAX_CERTIFICATES_PER_FILE
+
+    def __post_init__(self) -> None:
+        for name in ("max_file_size", "max_certificates_per_file"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+DEFAULT_LIMITS = PemLimits()
 
 
 @dataclass
@@ -87,19 +150,22 @@ def _error(location: str, step: str, message: str) -> CollectionError:
     return CollectionError(source=SOURCE, location=location, step=step, message=message)
 
 
-def collect_pem(paths: Sequence[str], signers: Sequence[Signer]) -> SourceResult:
+def collect_pem(
+    paths: Sequence[str], signers: Sequence[Signer], limits: PemLimits = DEFAULT_LIMITS
+) -> SourceResult:
     """Collect certificates from PEM and DER files and pair each with its private key.
 
     All paths are read before pairing, so a key in one path pairs with a
     certificate in another. ``source.location`` is the file's absolute path.
+    A file over one of ``limits`` adds an error and none of its certificates or keys.
     """
     result = SourceResult()
     contents: list[_FileContents] = []
     for path, explicit in _list_files(paths, result.errors):
-        data = _read_file(path, result.errors)
+        data = _read_file(path, limits, result.errors)
         if data is None:
             continue
-        file_contents = _parse_file(path, data, explicit, result.errors)
+        file_contents = _parse_file(path, data, explicit, limits, result.errors)
         if file_contents is not None:
             contents.append(file_contents)
 
@@ -134,20 +200,24 @@ def _list_files(paths: Sequence[str], errors: list[CollectionError]) -> list[tup
             errors.append(_error(escaped, "open", f"path {escaped} is not valid UTF-8; rename it"))
             continue
         path = os.path.abspath(raw_path)
-        if os.path.isdir(path):
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            # A missing path, a link loop, a dangling link or a folder that may not be searched.
+            errors.append(_error(path, "open", _open_error_message(path, exc)))
+            continue
+        if stat.S_ISDIR(info.st_mode):
             for file_path in _scan_directory(path, errors):
                 add(file_path, explicit=False)
-        elif os.path.lexists(path):
-            add(path, explicit=True)
         else:
-            errors.append(_error(path, "open", f"path {path} not found"))
+            add(path, explicit=True)
     return files
 
 
 def _scan_directory(top: str, errors: list[CollectionError]) -> Iterator[str]:
     def on_error(exc: OSError) -> None:
         location = exc.filename if isinstance(exc.filename, str) else top
-        errors.append(_error(location, "open", f"cannot list directory {location}: {exc.strerror or exc}"))
+        errors.append(_error(location, "open", _list_error_message(location, exc)))
 
     count = 0
     for directory, subdirectories, filenames in os.walk(top, onerror=on_error):
@@ -201,37 +271,148 @@ def _escaped(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _read_file(path: str, errors: list[CollectionError]) -> bytes | None:
+def _open_error_message(path: str, exc: OSError) -> str:
+    """Describe why a file or folder could not be opened, and what to do about it."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"permission denied opening {path}; run the collector as a user that may read it "
+            "(often root), or grant that user read access to the file and search access to its folders"
+        )
+    if exc.errno == errno.ELOOP:
+        return (
+            f"{path} cannot be resolved: too many levels of symbolic links, as in a link loop; "
+            "point the link at a certificate file or folder, or give the real path"
+        )
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        return (
+            f"{path} is a symbolic link to {_link_target(path)}, which does not exist; fix or remove the link"
+        )
+    if exc.errno == errno.ENOENT:
+        return f"path {path} not found"
+    return f"cannot open {path}: {exc.strerror or exc}"
+
+
+def _list_error_message(directory: str, exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"permission denied listing directory {directory}; run the collector as a user that may "
+            "read it (often root), or grant that user read and search access to the directory"
+        )
+    return f"cannot list directory {directory}: {exc.strerror or exc}"
+
+
+def _link_target(path: str) -> str:
+    try:
+        return _escaped(os.readlink(path))
+    except OSError:
+        return "a missing file"
+
+
+def _file_type_problem(path: str, mode: int) -> str | None:
+    """Describe why a file that is not a regular file is not opened, or return None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), f"of file type {stat.S_IFMT(mode):#o}")
+    # Opening a FIFO waits for a writer, and a device such as /dev/zero never ends.
+    return (
+        f"{path} is {kind}, not a regular file, so it was not opened; "
+        "give the path of a PEM or DER certificate or key file"
+    )
+
+
+def _size_problem(path: str, size: int, limits: PemLimits) -> str | None:
+    if size <= limits.max_file_size:
+        return None
+    return (
+        f"{path} is {size} bytes, larger than the limit of {limits.max_file_size} bytes for a certificate "
+        "or key file, so it was not read; give the certificate file itself, or raise the limit with "
+        "--max-file-size"
+    )
+
+
+def _read_file(path: str, limits: PemLimits, errors: list[CollectionError]) -> bytes | None:
+    """Read a regular file of at most ``limits.max_file_size`` bytes, or record why it was not read.
+
+    The type and size are checked with stat before opening. On the open
+    file, fstat checks the type again in case another file took its place,
+    and reading stops one byte past the limit.
+    """
     try:
         info = os.stat(path)
     except OSError as exc:
-        errors.append(_error(path, "open", f"cannot open {path}: {exc.strerror or exc}"))
+        errors.append(_error(path, "open", _open_error_message(path, exc)))
         return None
-    if not stat.S_ISREG(info.st_mode):
-        # Opening a FIFO or device could block or never end.
-        errors.append(_error(path, "open", f"{path} is not a regular file"))
+    problem = _file_type_problem(path, info.st_mode)
+    if problem is not None:
+        errors.append(_error(path, "open", problem))
+        return None
+    problem = _size_problem(path, info.st_size, limits)
+    if problem is not None:
+        errors.append(_error(path, "read", problem))
+        return None
+
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        errors.append(_error(path, "open", _open_error_message(path, exc)))
         return None
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_SIZE + 1)
+        info = os.fstat(descriptor)
+        problem = _file_type_problem(path, info.st_mode)
+        if problem is not None:
+            errors.append(_error(path, "open", problem))
+            return None
+        data = _read_at_most(descriptor, limits.max_file_size + 1)
     except OSError as exc:
         errors.append(_error(path, "read", f"cannot read {path}: {exc.strerror or exc}"))
         return None
-    if len(data) > MAX_FILE_SIZE:
+    finally:
+        os.close(descriptor)
+
+    if len(data) > limits.max_file_size:
         message = (
-            f"{path} is larger than the {MAX_FILE_SIZE} byte limit for certificate and key files; "
-            "it was not parsed"
+            f"{path} grew past the limit of {limits.max_file_size} bytes for a certificate or key file "
+            "while it was read, so it was not parsed; collect again once the file stops changing"
         )
         errors.append(_error(path, "read", message))
         return None
     return data
 
 
+def _read_at_most(descriptor: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = os.read(descriptor, min(remaining, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
 def _parse_file(
-    path: str, data: bytes, explicit: bool, errors: list[CollectionError]
+    path: str, data: bytes, explicit: bool, limits: PemLimits, errors: list[CollectionError]
 ) -> _FileContents | None:
     contents = _FileContents(path)
     if looks_like_pem(data):
+        certificate_blocks = sum(1 for _ in _CERTIFICATE_BEGIN.finditer(data))
+        if certificate_blocks > limits.max_certificates_per_file:
+            message = (
+                f"{path} contains {certificate_blocks} certificate PEM blocks, more than the limit of "
+                f"{limits.max_certificates_per_file} per file, so no certificate or key in it was "
+                "collected; give the file with the device certificate, or raise the limit with "
+                "--max-certificates-per-file"
+            )
+            errors.append(_error(path, "load", message))
+            return None
         labels = _parse_pem(contents, data, errors)
         if contents.is_empty and explicit and labels is not None:
             found = ", ".join(labels) if labels else "none"
@@ -241,8 +422,12 @@ def _parse_file(
                 )
             )
     else:
-        _parse_der(contents, data)
-        if contents.is_empty:
+        certificate_error = _parse_der(contents, data)
+        if contents.is_empty and certificate_error is not None:
+            # Shaped like a certificate but not loadable: an error, even in a folder scan,
+            # because skipping it could hide the device's certificate.
+            errors.append(certificate_error.to_collection_error(SOURCE, path))
+        elif contents.is_empty:
             if explicit:
                 message = f"{path} is neither PEM nor a DER certificate or private key"
                 errors.append(_error(path, "load", message))
@@ -257,69 +442,141 @@ def _parse_pem(contents: _FileContents, data: bytes, errors: list[CollectionErro
     Returns the labels of all blocks, or None when some block was already
     recorded as an error.
     """
+    block_errors: list[CollectionError] = []
+    labels = _load_pem_blocks(contents, data, block_errors)
+    errors.extend(block_errors[:MAX_BLOCK_ERRORS_PER_FILE])
+    left_out = len(block_errors) - MAX_BLOCK_ERRORS_PER_FILE
+    if left_out > 0:
+        message = (
+            f"{contents.path} has {left_out} more PEM blocks that could not be loaded, beyond the "
+            f"{MAX_BLOCK_ERRORS_PER_FILE} reported; repair or remove the file"
+        )
+        errors.append(_error(contents.path, "load", message))
+    return None if block_errors else labels
+
+
+def _load_pem_blocks(contents: _FileContents, data: bytes, errors: list[CollectionError]) -> list[str]:
+    """Load the certificate and key blocks into ``contents``, add an error per broken block, return all labels."""
     path = contents.path
     labels: list[str] = []
-    had_error = False
     for block in split_pem(data):
         labels.append(block.label)
         where = f"{path}: PEM block {block.label} at line {block.line}"
         if block.text is None:
             errors.append(_error(path, "load", f"{where} has no END line; the file may be truncated"))
-            had_error = True
         elif block.label in CERTIFICATE_LABELS:
             try:
                 contents.certificates.append(load_certificate(block.text, "pem"))
             except CertificateError as exc:
                 errors.append(_error(path, "load", f"{where}: {exc.message}"))
-                had_error = True
         elif block.label == "TRUSTED CERTIFICATE":
             message = (
                 f"{where} is an OpenSSL trusted certificate, which is not supported; "
                 f"convert it with `openssl x509 -in {path} -out client.pem`"
             )
             errors.append(_error(path, "load", message))
-            had_error = True
         elif block.label == ENCRYPTED_PRIVATE_KEY_LABEL or (
             block.label in PRIVATE_KEY_LABELS and _PROC_TYPE_ENCRYPTED.search(block.text)
         ):
             contents.encrypted_keys += 1
         elif block.label in PRIVATE_KEY_LABELS:
-            had_error |= not _add_pem_key(contents, block.text, where, errors)
+            _add_pem_key(contents, block.text, where, errors)
         else:
             logger.debug("%s: skipping PEM block %s at line %d", path, block.label, block.line)
-    return None if had_error else labels
+    return labels
 
 
-def _add_pem_key(contents: _FileContents, text: bytes, where: str, errors: list[CollectionError]) -> bool:
+def _add_pem_key(contents: _FileContents, text: bytes, where: str, errors: list[CollectionError]) -> None:
     try:
         key = serialization.load_pem_private_key(text, password=None)
     except TypeError:
         # cryptography raises TypeError when the key is encrypted and no password was given.
         contents.encrypted_keys += 1
-        return True
+        return
     except (ValueError, UnsupportedAlgorithm) as exc:
         # cryptography's message is not copied: the message must never risk carrying key data.
         message = f"{where} is not a valid or supported private key ({type(exc).__name__})"
         errors.append(_error(contents.path, "key", message))
-        return False
+        return
     contents.key_public_keys.append(_public_key_der(key))
-    return True
 
 
-def _parse_der(contents: _FileContents, data: bytes) -> None:
+def _parse_der(contents: _FileContents, data: bytes) -> CertificateError | None:
+    """Add a DER certificate or private key to ``contents``.
+
+    Returns the load error when the data is neither, but its outer structure
+    is that of an X.509 certificate, so the caller can report it.
+    """
     try:
         contents.certificates.append(load_certificate(data, "der"))
-        return
-    except CertificateError:
-        pass
+        return None
+    except CertificateError as exc:
+        certificate_error = exc if _has_certificate_shape(data) else None
     try:
         key = serialization.load_der_private_key(data, password=None)
     except TypeError:
         contents.encrypted_keys += 1
-        return
+        return None
     except (ValueError, UnsupportedAlgorithm):
-        return
+        return certificate_error
     contents.key_public_keys.append(_public_key_der(key))
+    return None
+
+
+def _has_certificate_shape(data: bytes) -> bool:
+    """Return True when ``data`` has the DER structure of an X.509 certificate (RFC 5280, 4.1).
+
+    The outer SEQUENCE holds the TBSCertificate, the signature algorithm and
+    a BIT STRING, and the TBSCertificate starts with an optional [0] version,
+    the serial number and five SEQUENCEs. CRLs and certification requests
+    share the outer shape but not the inner one.
+    """
+    outer = _der_children(data, 0, len(data))
+    if outer is None or [tag for tag, _, _ in outer] != [0x30]:
+        return False
+    _, start, end = outer[0]
+    if end != len(data):
+        return False
+    parts = _der_children(data, start, end)
+    if parts is None or [tag for tag, _, _ in parts] != [0x30, 0x30, 0x03]:
+        return False
+    tbs = _der_children(data, parts[0][1], parts[0][2])
+    if tbs is None:
+        return False
+    tags = [tag for tag, _, _ in tbs]
+    if tags[:1] == [0xA0]:
+        tags = tags[1:]
+    return tags[:6] == [0x02, 0x30, 0x30, 0x30, 0x30, 0x30]
+
+
+def _der_children(data: bytes, start: int, end: int) -> list[tuple[int, int, int]] | None:
+    """Return the elements between ``start`` and ``end`` as (tag, content start, end), or None when malformed."""
+    children = []
+    position = start
+    while position < end:
+        element = _der_element(data, position)
+        if element is None or element[2] > end:
+            return None
+        children.append(element)
+        position = element[2]
+    return children
+
+
+def _der_element(data: bytes, offset: int) -> tuple[int, int, int] | None:
+    """Return the tag, content start and end of the DER element at ``offset``, or None when it is malformed."""
+    if offset + 2 > len(data):
+        return None
+    tag, first = data[offset], data[offset + 1]
+    if first < 0x80:
+        start, length = offset + 2, first
+    else:
+        size = first & 0x7F
+        if size == 0 or size > 4 or offset + 2 + size > len(data):
+            return None
+        start, length = offset + 2 + size, int.from_bytes(data[offset + 2 : offset + 2 + size], "big")
+    if start + length > len(data):
+        return None
+    return tag, start, start + length
 
 
 def _public_key_der(key: PrivateKeyTypes) -> bytes:

@@ -67,7 +67,7 @@ _outcome(rule, facts, config, now_ns) := _rule_error([reason(
 	rule_type_value := object.get(rule, "type", null)
 	rule_type_value != rule_type
 } else := _rule_error(problems) if {
-	problems := _rule_problems(object.get(rule, "input", null))
+	problems := array.concat(_rule_shape_problems(rule), _rule_problems(object.get(rule, "input", null)))
 	count(problems) > 0
 } else := _outcome_for_input(rule, rule.input, facts, config, now_ns)
 
@@ -312,9 +312,29 @@ _sorted_candidates(candidates) := [candidates[key[4]] |
 
 # Condition 1: the collector verified the certificate's signature with the
 # public key of the signing certificate. An issuer name that matches the
-# signing certificate's subject does not count on its own.
-_signer_reasons(certificate, checks) := [] if {
+# signing certificate's subject does not count on its own, and neither does a
+# signature that the collector could not check (unverified_signers with status
+# unsupported). An id listed as unverified fails even when signed_by also
+# lists it, so contradictory facts never pass.
+_signer_reasons(certificate, checks) := [reason(
+	"signer",
+	"signature_unsupported",
+	_unsupported_message(certificate.issuer.dn, unverified, checks.certificate_id, checks.signing_certificate),
+	{
+		"certificate_id": checks.certificate_id,
+		"subject": object.get(checks.signing_certificate, "subject", null),
+	},
+	{
+		"issuer": certificate.issuer.dn,
+		"signed_by": _list(certificate, "signed_by"),
+		"unverified_signer": unverified,
+	},
+)] if {
+	unverified := _unverified_signer(certificate, checks.certificate_id)
+	unverified.status == "unsupported"
+} else := [] if {
 	checks.certificate_id in _list(certificate, "signed_by")
+	not _unverified_signer(certificate, checks.certificate_id)
 } else := [reason(
 	"signer",
 	"signer_mismatch",
@@ -334,6 +354,25 @@ _signer_message(issuer, id, signing_certificate) := sprintf(
 } else := sprintf(
 	"certificate issued by %s is not signed by signing certificate %s",
 	[_quote(issuer), _signing_certificate_label(id, signing_certificate)],
+)
+
+# The first entry of unverified_signers for the signing certificate id, undefined when there is none.
+_unverified_signer(certificate, id) := entries[0] if {
+	entries := [entry |
+		some entry in _list(certificate, "unverified_signers")
+		entry.id == id
+	]
+	count(entries) > 0
+}
+
+_unsupported_message(issuer, unverified, id, signing_certificate) := sprintf(
+	"certificate names %s as its issuer, but its signature algorithm %s could not be checked with the public key of signing certificate %s, and an unchecked signature does not count: %s",
+	[
+		_quote(issuer),
+		_text_or(object.get(unverified, "signature_algorithm", null), "(not reported)"),
+		_signing_certificate_label(id, signing_certificate),
+		_text_or(object.get(unverified, "reason", null), "no reason given"),
+	],
 )
 
 _signing_certificate_label(id, signing_certificate) := sprintf(
@@ -775,10 +814,60 @@ _rule_problems(rule_input) := [reason(
 		"paths",
 		"trust_stores",
 		"mac_trust_stores",
+		"locations_for_os",
+		"input_fields",
+		"location_fields",
 		"variables",
 	]
 	problem := _field_problem(rule_input, field)
 ]
+
+# Fields that rule validation allows; data written by hand may hold others.
+_rule_fields := {"id", "name", "description", "type", "schedule", "expiration", "match", "input"}
+
+_input_fields := {
+	"certificate_id", "operating_system", "check_private_key", "cn",
+	"extended_key_usage", "subject_alternative_names", "locations",
+}
+
+_location_fields := {"paths", "trust_stores"}
+
+_rule_shape_problems(rule) := [problem |
+	some check in ["rule_fields", "match"]
+	problem := _shape_problem(rule, check)
+]
+
+_shape_problem(rule, "rule_fields") := reason(
+	"rule",
+	"invalid_rule",
+	sprintf("rule has unknown fields %s; allowed fields: %s", [_quote_all(unknown), _quote_all(sort(_rule_fields))]),
+	sort(_rule_fields),
+	unknown,
+) if {
+	unknown := sort({key | some key, _ in rule; not key in _rule_fields})
+	count(unknown) > 0
+}
+
+# match limits a rule to platforms, and validation requires them to equal operating_system.
+_shape_problem(rule, "match") := reason(
+	"rule",
+	"invalid_rule",
+	"rule match is invalid because it must be a list of {\"platform\": P} objects whose P equals input.operating_system",
+	[{"platform": object.get(object.get(rule, "input", {}), "operating_system", null)}],
+	entries,
+) if {
+	entries := _value_or(rule, "match", [])
+	not _match_fits(entries, object.get(object.get(rule, "input", {}), "operating_system", null))
+}
+
+_match_fits(entries, operating_system) if {
+	is_array(entries)
+	every entry in entries {
+		is_object(entry)
+		object.keys(entry) == {"platform"}
+		entry.platform == operating_system
+	}
+}
 
 _invalid(field, message, expected, actual) := reason(
 	"rule",
@@ -895,6 +984,46 @@ _field_problem(rule_input, "mac_trust_stores") := _invalid(
 	value := _value_or(locations, "trust_stores", [])
 	_array_of_keys(value, {store: true | some store in _trust_stores})
 	"user" in value
+}
+
+_field_problem(rule_input, "locations_for_os") := _invalid(
+	"locations",
+	"paths apply to linux rules only and trust_stores to mac and windows rules only",
+	{"linux": "paths", "mac": "trust_stores", "windows": "trust_stores"},
+	locations,
+) if {
+	locations := _value_or(rule_input, "locations", {})
+	is_object(locations)
+	_locations_misplaced(locations, object.get(rule_input, "operating_system", null))
+}
+
+_locations_misplaced(locations, operating_system) if {
+	operating_system != "linux"
+	_value_or(locations, "paths", []) != []
+}
+
+_locations_misplaced(locations, "linux") if _value_or(locations, "trust_stores", []) != []
+
+_field_problem(rule_input, "input_fields") := _invalid(
+	"fields",
+	sprintf("%s are not rule input fields", [_quote_all(unknown)]),
+	sort(_input_fields),
+	unknown,
+) if {
+	unknown := sort({key | some key, _ in rule_input; not key in _input_fields})
+	count(unknown) > 0
+}
+
+_field_problem(rule_input, "location_fields") := _invalid(
+	"locations",
+	sprintf("%s are not location fields", [_quote_all(unknown)]),
+	sort(_location_fields),
+	unknown,
+) if {
+	locations := _value_or(rule_input, "locations", {})
+	is_object(locations)
+	unknown := sort({key | some key, _ in locations; not key in _location_fields})
+	count(unknown) > 0
 }
 
 _field_problem(rule_input, "variables") := _invalid(

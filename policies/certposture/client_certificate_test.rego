@@ -206,6 +206,78 @@ test_success_signer_among_several if {
 	_passes(_input, [_with_cert({"signed_by": ["ca-other", "ca-device"]})])
 }
 
+_dsa_reason := "cryptography 50.0.2 cannot check this signature (Unsupported signature algorithm)"
+
+_unsupported(id) := {
+	"id": id,
+	"status": "unsupported",
+	"signature_algorithm": "dsa-with-sha1",
+	"reason": _dsa_reason,
+}
+
+_invalid(id) := {
+	"id": id,
+	"status": "invalid",
+	"signature_algorithm": "sha256WithRSAEncryption",
+	"reason": "the signature does not verify with the public key of this signing certificate",
+}
+
+# A signature the collector could not check never passes, and the reason
+# names the signature algorithm and why it could not be checked.
+test_fail_signer_signature_unsupported if {
+	cert := _with_cert({"signed_by": [], "unverified_signers": [_unsupported("ca-device")]})
+
+	_reasons(_result(_input, [cert])) == [{
+		"condition": "signer",
+		"code": "signature_unsupported",
+		"message": "certificate names \"CN=Example Device CA,O=Example\" as its issuer, but its signature algorithm dsa-with-sha1 could not be checked with the public key of signing certificate \"Example Device CA\" (id ca-device), and an unchecked signature does not count: cryptography 50.0.2 cannot check this signature (Unsupported signature algorithm)",
+		"expected": {"certificate_id": "ca-device", "subject": _ca_subject},
+		"actual": {"issuer": _ca_subject, "signed_by": [], "unverified_signer": _unsupported("ca-device")},
+	}]
+}
+
+# Facts written by hand or by another tool may leave the details out.
+test_fail_signer_signature_unsupported_without_details if {
+	cert := _with_cert({"signed_by": [], "unverified_signers": [{"id": "ca-device", "status": "unsupported"}]})
+	[item] := _reasons(_result(_input, [cert]))
+
+	item.code == "signature_unsupported"
+	endswith(item.message, "its signature algorithm (not reported) could not be checked with the public key of signing certificate \"Example Device CA\" (id ca-device), and an unchecked signature does not count: no reason given")
+}
+
+test_fail_signer_signature_invalid if {
+	cert := _with_cert({"signed_by": [], "unverified_signers": [_invalid("ca-device")]})
+
+	_codes(_result(_input, [cert])) == ["signer_mismatch"]
+	_reasons(_result(_input, [cert]))[0].message == "certificate names \"CN=Example Device CA,O=Example\" as its issuer, but its signature does not verify with the public key of signing certificate \"Example Device CA\" (id ca-device)"
+}
+
+# The collector never lists one id in both, and such facts fail.
+test_fail_signer_both_verified_and_unverified if {
+	invalid := _with_cert({"signed_by": ["ca-device"], "unverified_signers": [_invalid("ca-device")]})
+	unsupported := _with_cert({"signed_by": ["ca-device"], "unverified_signers": [_unsupported("ca-device")]})
+
+	_codes(_result(_input, [invalid])) == ["signer_mismatch"]
+	_codes(_result(_input, [unsupported])) == ["signature_unsupported"]
+}
+
+test_success_signer_unverified_by_another if {
+	cert := _with_cert({"unverified_signers": [_unsupported("ca-other"), _invalid("ca-removed")]})
+
+	_passes(_input, [cert])
+}
+
+test_fail_signer_unsupported_by_another if {
+	cert := _with_cert({
+		"issuer": {"dn": "CN=Other CA,O=Example"},
+		"signed_by": [],
+		"unverified_signers": [_unsupported("ca-other")],
+	})
+
+	_codes(_result(_input, [cert])) == ["signer_mismatch"]
+	_codes(_result(_with_input({"certificate_id": "ca-other"}), [cert])) == ["signature_unsupported"]
+}
+
 # Condition 2: validity period.
 
 test_success_validity_within_period if {
@@ -755,6 +827,7 @@ test_fail_invalid_rule_fields if {
 		"rule input subject_alternative_names is invalid because it must be a list of strings",
 		"rule input locations.paths is invalid because it must be a list of absolute paths",
 		"rule input locations.trust_stores is invalid because its items must be system or user",
+		"rule input locations is invalid because paths apply to linux rules only and trust_stores to mac and windows rules only",
 	]
 }
 
@@ -838,7 +911,7 @@ test_fail_trust_store_default_excludes_user if {
 test_success_trust_store_user_listed if {
 	windows := _with_device({"os": {"family": "windows", "name": "Windows 11 Pro", "version": "10.0.26100"}})
 	cert := _with_cert({"source": {"type": "windows", "location": "user", "label": "corp-device"}})
-	rule_input := _with_input({"operating_system": "windows", "locations": {"trust_stores": ["user", "system"]}})
+	rule_input := _with_input({"operating_system": "windows", "locations": {"paths": null, "trust_stores": ["user", "system"]}})
 
 	_result_on(windows, rule_input, [cert]).status == "passed"
 }
@@ -846,7 +919,7 @@ test_success_trust_store_user_listed if {
 test_fail_mac_rule_with_user_trust_store if {
 	mac := _with_device({"os": {"family": "mac", "name": "macOS", "version": "15.1"}})
 	cert := _with_cert({"source": {"type": "keychain", "location": "system", "label": null}})
-	rule_input := _with_input({"operating_system": "mac", "locations": {"trust_stores": ["user", "system"]}})
+	rule_input := _with_input({"operating_system": "mac", "locations": {"paths": null, "trust_stores": ["user", "system"]}})
 	result := _result_on(mac, rule_input, [cert])
 
 	result.status == "error"
@@ -1184,4 +1257,54 @@ test_extra_condition_name_not_identifier_fails if {
 	_extension_codes({"\u0455igner": {"reasons": set()}}) == ["invalid_extension"]
 	_extension_codes({"": {"reasons": set()}}) == ["invalid_extension"]
 	_extension_codes({"min_rsa_key_size ": {"reasons": set()}}) == ["invalid_extension"]
+}
+
+test_fail_rule_paths_on_mac if {
+	mac := _with_device({"os": {"family": "mac", "name": "macOS", "version": "15.1"}})
+	cert := _with_cert({"source": {"type": "keychain", "location": "system", "label": null}})
+	result := _result_on(mac, _with_input({"operating_system": "mac"}), [cert])
+
+	result.status == "error"
+	_rule_codes(result) == ["invalid_rule"]
+	result.reasons[0].message == "rule input locations is invalid because paths apply to linux rules only and trust_stores to mac and windows rules only"
+}
+
+test_fail_rule_trust_stores_on_linux if {
+	result := _result(_with_input({"locations": {"paths": null, "trust_stores": ["system"]}}), [_cert])
+
+	result.status == "error"
+	_rule_codes(result) == ["invalid_rule"]
+}
+
+test_fail_rule_unknown_fields if {
+	rule := object.union(_rule(_with_input({"colour": "blue", "locations": {"paths": ["/usr/local/mycompany/certs"], "depth": 2}})), {"owner": "x"})
+	result := client_certificate.result(rule, _facts(_device, [_cert], []), _config, _now)
+
+	result.status == "error"
+	[reason.message | some reason in result.reasons] == [
+		"rule has unknown fields \"owner\"; allowed fields: \"description\", \"expiration\", \"id\", \"input\", \"match\", \"name\", \"schedule\", \"type\"",
+		"rule input fields is invalid because \"colour\" are not rule input fields",
+		"rule input locations is invalid because \"depth\" are not location fields",
+	]
+}
+
+test_fail_rule_match_other_platform if {
+	mac := _with_device({"os": {"family": "mac", "name": "macOS", "version": "15.1"}})
+	cert := _with_cert({"source": {"type": "keychain", "location": "system", "label": null}})
+	rule_input := _with_input({"operating_system": "mac", "locations": null})
+
+	every entries in [[{"platform": "windows"}], [{"platform": "ios"}], "junk", [{"platform": "mac", "x": 1}]] {
+		rule := object.union(_rule(rule_input), {"match": entries})
+		result := client_certificate.result(rule, _facts(mac, [cert], []), _config, _now)
+		result.status == "error"
+		_rule_codes(result) == ["invalid_rule"]
+	}
+}
+
+test_success_rule_match_own_platform if {
+	mac := _with_device({"os": {"family": "mac", "name": "macOS", "version": "15.1"}})
+	cert := _with_cert({"source": {"type": "keychain", "location": "system", "label": null}})
+	rule := object.union(_rule(_with_input({"operating_system": "mac", "locations": null})), {"match": [{"platform": "mac"}]})
+
+	client_certificate.result(rule, _facts(mac, [cert], []), _config, _now).status == "passed"
 }

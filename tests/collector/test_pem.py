@@ -13,7 +13,7 @@ import pytest
 from collector.facts import Certificate, CollectionError
 from collector.signers import Signer
 from collector.sources import SourceResult
-from collector.sources.pem import MAX_FILE_SIZE, collect_pem
+from collector.sources.pem import DEFAULT_MAX_FILE_SIZE, collect_pem
 from tests.certgen import CertKey, KeyFormat, KeyType, make_ca, make_leaf, write_pem
 
 PASSWORD = b"correct horse"
@@ -297,11 +297,11 @@ def test_pem_fifo_not_opened(tmp_path: Path) -> None:
 def test_pem_large_file_skipped(tmp_path: Path, ca: CertKey) -> None:
     leaf = make_leaf(ca, "device-1")
     large = tmp_path / "large.pem"
-    large.write_bytes(leaf.cert_pem() + b"\n" * MAX_FILE_SIZE)
+    large.write_bytes(leaf.cert_pem() + b"\n" * DEFAULT_MAX_FILE_SIZE)
     result = collect_pem([str(large)], [])
     assert result.certificates == []
     assert [(error.step, error.location) for error in result.errors] == [("read", str(large))]
-    assert str(MAX_FILE_SIZE) in result.errors[0].message
+    assert str(DEFAULT_MAX_FILE_SIZE) in result.errors[0].message
 
 
 def test_pem_explicit_file_without_certificate(tmp_path: Path) -> None:

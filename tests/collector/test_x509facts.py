@@ -267,3 +267,23 @@ def test_ip_san_is_string(ca: CertKey) -> None:
     leaf = make_leaf(ca, "d", sans=[x509.IPAddress(ipaddress.ip_address("10.1.2.3"))])
     names = certificate_facts(leaf.cert, SOURCE, MISSING, []).subject_alternative_names
     assert names.ip == ["10.1.2.3"]
+
+
+def test_split_pem_many_begin_lines() -> None:
+    # A file of BEGIN lines only; each is an unterminated block on its own line.
+    blocks = split_pem(b"-----BEGIN A-----\n" * 50_000)
+
+    assert len(blocks) == 50_000
+    assert all(block.text is None and block.label == "A" for block in blocks)
+    assert [block.line for block in blocks[:3]] == [1, 2, 3]
+    assert blocks[-1].line == 50_000
+
+
+def test_split_pem_skips_other_end_lines() -> None:
+    data = b"-----BEGIN A-----\n-----END B-----\nx\n-----END A-----\n-----BEGIN C-----\n"
+
+    blocks = split_pem(data)
+
+    assert [(block.label, block.line) for block in blocks] == [("A", 1), ("C", 5)]
+    assert blocks[0].text == data[: data.index(b"-----END A-----") + len(b"-----END A-----")]
+    assert blocks[1].text is None
