@@ -21,7 +21,7 @@ from collector.x509facts import (
     public_key_der,
     split_pem,
 )
-from tests.certgen import CLIENT_AUTH, EMAIL_PROTECTION, CertKey, make_ca, make_leaf
+from tests.certgen import CLIENT_AUTH, EMAIL_PROTECTION, CertKey, make_ca, make_leaf, with_huge_rsa_modulus
 
 SOURCE = CertificateSource(type="pem", location="/certs/client.pem")
 MISSING = PrivateKey(present=False, status="missing", reason="test")
@@ -267,3 +267,13 @@ def test_ip_san_is_string(ca: CertKey) -> None:
     leaf = make_leaf(ca, "d", sans=[x509.IPAddress(ipaddress.ip_address("10.1.2.3"))])
     names = certificate_facts(leaf.cert, SOURCE, MISSING, []).subject_alternative_names
     assert names.ip == ["10.1.2.3"]
+
+
+def test_key_size_outside_schema_is_error(ca: CertKey) -> None:
+    huge = x509.load_der_x509_certificate(with_huge_rsa_modulus(make_leaf(ca, "huge").cert, 1_000_008))
+
+    with pytest.raises(CertificateError) as raised:
+        certificate_facts(huge, CertificateSource(type="pem", location="/x"), MISSING, [])
+
+    assert raised.value.step == "public_key"
+    assert "PublicKey.size Input should be less than or equal to 1000000" in raised.value.message
