@@ -33,6 +33,8 @@ from certposture.watch import watch_check
 from collector.facts import Facts, dump_facts
 from collector.sources.pem import DEFAULT_MAX_CERTIFICATES_PER_FILE, DEFAULT_MAX_FILE_SIZE, PemLimits
 
+logger = logging.getLogger(__name__)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -802,4 +804,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except typer.Exit as error:
         return error.exit_code
+    except Exception as error:
+        # A bug or an unexpected platform failure. Exit 3, as for any other error that must
+        # fail closed, because 1 would read as "a rule failed".
+        logger.debug("unexpected error", exc_info=True)
+        typer.echo(
+            f"error: unexpected {type(error).__name__}: {printable(str(error))}; "
+            "run with --verbose for the traceback and report it as a bug",
+            err=True,
+        )
+        return 3
     return result if isinstance(result, int) else 0

@@ -17,7 +17,13 @@ from certposture.errors import CertpostureError, FactsError, InputError, StoreEr
 from certposture.store import Store
 from collector.collect import Locations, collect
 from collector.facts import Facts, format_utc
-from collector.platforms import Platform, UnsupportedPlatformError, detect_platform, require_supported
+from collector.platforms import (
+    TRUST_STORES,
+    Platform,
+    UnsupportedPlatformError,
+    detect_platform,
+    require_supported,
+)
 from collector.signers import Signer
 from collector.sources.nssdb import DEFAULT_NSSDB
 from collector.sources.pem import DEFAULT_LIMITS, PemLimits
@@ -43,12 +49,12 @@ def locations_for_rules(rules: Sequence[dict[str, Any]], platform: Platform = "l
     paths: list[str] = []
     nssdbs: list[str] = []
     for rule in rules:
-        rule_input = rule.get("input", {})
+        rule_input = _object(rule.get("input"))
         if rule_input.get("operating_system") != "linux":
             continue
-        rule_paths = (rule_input.get("locations") or {}).get("paths") or []
+        rule_paths = _strings(_object(rule_input.get("locations")).get("paths"))
         for path in rule_paths:
-            if path not in paths:
+            if path.startswith("/") and path not in paths:
                 paths.append(path)
         if not rule_paths and DEFAULT_NSSDB not in nssdbs:
             nssdbs.append(DEFAULT_NSSDB)
@@ -60,15 +66,25 @@ def locations_for_rules(rules: Sequence[dict[str, Any]], platform: Platform = "l
 def _trust_store_locations(rules: Sequence[dict[str, Any]], platform: Platform) -> Locations:
     stores: list[str] = []
     for rule in rules:
-        rule_input = rule.get("input", {})
+        rule_input = _object(rule.get("input"))
         if rule_input.get("operating_system") != platform:
             continue
-        for store in (rule_input.get("locations") or {}).get("trust_stores") or ["system"]:
-            if store not in stores:
+        for store in _strings(_object(rule_input.get("locations")).get("trust_stores")) or ["system"]:
+            if store in TRUST_STORES.get(platform, ()) and store not in stores:
                 stores.append(store)
     if not rules:
         stores.append("system")
     return Locations(trust_stores=tuple(stores))
+
+
+# A rule edited by hand in the store can hold any JSON. Values of the wrong shape add no
+# location here, and the policy reports such a rule as invalid_rule.
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def collect_facts(
@@ -128,6 +144,9 @@ def collect_facts(
             platform=family,
             pem_limits=pem_limits,
         )
+    except ValidationError as error:
+        # A ValidationError is a ValueError, but it means the collector built invalid facts, not bad input.
+        raise FactsError(f"the collector produced invalid facts: {error.errors()[0]['msg']}") from None
     except ValueError as error:
         # The collector rejects empty --hostname and --serial-number overrides
         # and trust stores that the platform does not have.

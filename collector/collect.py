@@ -163,20 +163,27 @@ def _identify_windows(
     return Device(hostname=device_hostname, serial_number=device_serial, os=identity.os), errors, notes
 
 
-def _unique(certificates: Sequence[Certificate]) -> list[Certificate]:
-    """Drop repeats of a certificate at the same location, keeping the first.
+# Ranks of key evidence: of two copies of one certificate at one location, the stronger is kept.
+_KEY_EVIDENCE = {"present": 2, "unverified": 1, "missing": 0}
 
-    The same certificate at two locations stays listed once per location,
-    because a rule matches only the locations it names.
+
+def _unique(certificates: Sequence[Certificate]) -> list[Certificate]:
+    """Drop repeats of a certificate at the same location, keeping the copy with the strongest key evidence.
+
+    A store can list one certificate twice, once with its key and once
+    without, and the order must not decide the outcome. The same
+    certificate at two locations stays listed once per location, because a
+    rule matches only the locations it names.
     """
-    seen: set[tuple[str, str, str]] = set()
-    unique: list[Certificate] = []
+    kept: dict[tuple[str, str, str], Certificate] = {}
     for certificate in certificates:
         key = (certificate.source.type, certificate.source.location, certificate.fingerprint_sha256)
-        if key not in seen:
-            seen.add(key)
-            unique.append(certificate)
-    return unique
+        previous = kept.get(key)
+        if previous is None or (
+            _KEY_EVIDENCE[certificate.private_key.status] > _KEY_EVIDENCE[previous.private_key.status]
+        ):
+            kept[key] = certificate
+    return list(kept.values())
 
 
 def _distinct(values: Sequence[str]) -> list[str]:

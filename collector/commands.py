@@ -9,9 +9,13 @@ it as a collection error and go on with the other locations.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import signal
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
+from typing import IO
 
 logger = logging.getLogger(__name__)
 
@@ -43,36 +47,127 @@ def command_text(argv: Sequence[str]) -> str:
 def run_command(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> bytes:
     """Run ``argv`` and return its standard output.
 
-    Raises ``CommandError`` when the tool is not found, cannot be started,
-    exits with a non-zero status, runs longer than ``timeout`` seconds or
-    prints more than ``MAX_OUTPUT`` bytes.
+    The tool is looked up in the absolute directories of PATH only, so a
+    relative PATH entry or the current directory (which Windows would
+    otherwise search) cannot supply it. Raises ``CommandError`` when the tool
+    is not found, cannot be started, exits with a non-zero status, runs
+    longer than ``timeout`` seconds or prints more than ``MAX_OUTPUT`` bytes.
+    Output is read as it arrives and the tool is stopped once it passes the
+    cap, so a runaway tool cannot fill memory.
     """
     text = command_text(argv)
-    logger.debug("running %s", text)
+    executable = find_executable(argv[0])
+    if executable is None:
+        raise CommandError(text, f"{argv[0]} was not found on PATH (running {text})")
+    logger.debug("running %s as %s", text, executable)
     try:
-        completed = subprocess.run(
-            list(argv),
+        process = subprocess.Popen(
+            [executable, *argv[1:]],
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # Its own process group, so that a timeout stops the tool's children too.
+            start_new_session=os.name == "posix",
         )
-    except FileNotFoundError:
-        raise CommandError(text, f"{argv[0]} was not found on PATH (running {text})") from None
     except PermissionError:
         raise CommandError(text, f"{argv[0]} is not executable: permission denied (running {text})") from None
-    except subprocess.TimeoutExpired:
-        raise CommandError(text, f"{text} timed out after {timeout:g} s") from None
     except OSError as exc:
         raise CommandError(text, f"{text} could not be started: {exc.strerror or exc}") from None
 
-    if completed.returncode != 0:
-        raise CommandError(
-            text, f"{text} exited with status {completed.returncode}{_stderr_summary(completed.stderr)}"
-        )
-    if len(completed.stdout) > MAX_OUTPUT:
+    assert process.stdout is not None and process.stderr is not None
+    stdout = _CappedReader(process.stdout, MAX_OUTPUT + 1, lambda: _stop(process))
+    stderr = _CappedReader(process.stderr, _STDERR_KEPT, None)
+    try:
+        returncode = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        raise CommandError(text, f"{text} timed out after {timeout:g} s") from None
+    finally:
+        stdout.join(_PIPE_WAIT)
+        stderr.join(_PIPE_WAIT)
+
+    if stdout.overflowed:
         raise CommandError(text, f"{text} printed more than {MAX_OUTPUT} bytes; its output was not read")
-    return completed.stdout
+    if returncode != 0:
+        raise CommandError(text, f"{text} exited with status {returncode}{_stderr_summary(stderr.data)}")
+    return stdout.data
+
+
+def find_executable(name: str) -> str | None:
+    """Return the absolute path of ``name`` in the absolute directories of PATH, or None."""
+    if os.path.isabs(name):
+        return name if _is_executable(name) else None
+    extensions = [""]
+    if os.name == "nt" and not os.path.splitext(name)[1]:
+        extensions = os.environ.get("PATHEXT", ".COM;.EXE;.BAT;.CMD").split(os.pathsep)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not os.path.isabs(directory):
+            continue
+        for extension in extensions:
+            candidate = os.path.join(directory, name + extension)
+            if _is_executable(candidate):
+                return candidate
+    return None
+
+
+def _is_executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+# Enough of a tool's stderr for the first line of its message.
+_STDERR_KEPT = 64 * 1024
+
+# Seconds to wait for the pipes to close once the tool has exited or been killed. A
+# process that left the tool's group can hold them open; its output is then not waited for.
+_PIPE_WAIT = 5.0
+
+
+class _CappedReader:
+    """Read a pipe on a thread, keeping at most ``limit`` bytes; call ``on_overflow`` when more arrive.
+
+    Bytes past the limit are read and dropped, so that a tool blocked on a
+    full pipe still sees its reader and can be stopped.
+    """
+
+    def __init__(self, pipe: IO[bytes], limit: int, on_overflow: Callable[[], None] | None) -> None:
+        self._pipe = pipe
+        self._limit = limit
+        self._on_overflow = on_overflow
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.overflowed = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self._pipe:
+            while chunk := self._pipe.read(65536):
+                if self._size < self._limit:
+                    self._chunks.append(chunk[: self._limit - self._size])
+                    self._size += min(len(chunk), self._limit - self._size)
+                if self._size >= self._limit and not self.overflowed:
+                    self.overflowed = True
+                    if self._on_overflow is not None:
+                        self._on_overflow()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill the tool and, on POSIX, every process in its group."""
+    try:
+        if os.name == "posix":
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except (ProcessLookupError, PermissionError) as exc:
+        logger.debug("stopping %s: %s", process.args, exc)
+    process.wait()
 
 
 def _stderr_summary(stderr: bytes) -> str:

@@ -66,6 +66,8 @@ _PLACEHOLDER_SERIALS = frozenset(
         "0123456789",
         "1234567890",
         "invalid",
+        "not defined",
+        "0123456789abcdef",
     }
 )
 

@@ -108,7 +108,13 @@ def _serial_number(document: dict[str, object], errors: list[CollectionError]) -
     if failure is not None:
         errors.append(_error(BIOS_LOCATION, "identity", f"the Win32_BIOS query failed: {failure}. {fix}"))
         return None
-    value = _text(document.get("SerialNumber"))
+    raw = document.get("SerialNumber")
+    if isinstance(raw, list) and len({item.strip() for item in raw if isinstance(item, str)}) > 1:
+        # One serial number per Win32_BIOS instance; with differing ones there is no telling which is the device's.
+        message = f"Win32_BIOS reports several serial numbers {raw!r}. {fix}"
+        errors.append(_error(BIOS_LOCATION, "identity", message))
+        return None
+    value = _text(raw)
     if value is None:
         message = f"Win32_BIOS reports no SerialNumber. {fix}"
         errors.append(_error(BIOS_LOCATION, "identity", message))

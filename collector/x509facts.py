@@ -21,6 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
 
 from collector.facts import (
     Certificate,
@@ -238,13 +239,43 @@ def public_key_facts(cert: x509.Certificate) -> PublicKey:
     return PublicKey(algorithm="unknown")
 
 
+# The facts model that rejected a value, mapped to the parsing step that read it.
+_MODEL_STEPS: dict[str, Step] = {
+    "Name": "names",
+    "IssuerName": "names",
+    "SubjectAlternativeNames": "extensions",
+    "PublicKey": "public_key",
+}
+
+
 def certificate_facts(
     cert: x509.Certificate,
     source: CertificateSource,
     private_key: PrivateKey,
     signers: Sequence[Signer],
 ) -> Certificate:
-    """Build the facts of one certificate, raising ``CertificateError`` that names the step that failed."""
+    """Build the facts of one certificate, raising ``CertificateError`` that names the step that failed.
+
+    A value that parses but lies outside the facts schema's bounds, such as
+    a key of more than 1,000,000 bits, is a ``CertificateError`` too, so one
+    such certificate never stops the collection of the others.
+    """
+    try:
+        return _certificate_facts(cert, source, private_key, signers)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"])
+        step = _MODEL_STEPS.get(exc.title, "load")
+        message = f"certificate {fingerprint_sha256(cert)}: {exc.title}.{field} {problem['msg']}"
+        raise CertificateError(step, message) from None
+
+
+def _certificate_facts(
+    cert: x509.Certificate,
+    source: CertificateSource,
+    private_key: PrivateKey,
+    signers: Sequence[Signer],
+) -> Certificate:
     fingerprint = fingerprint_sha256(cert)
     prefix = f"certificate {fingerprint}"
 

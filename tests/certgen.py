@@ -339,3 +339,53 @@ def create_nssdb(directory: Path, *, password: str | None = None, legacy: bool =
     with tempfile.TemporaryDirectory() as scratch:
         _run(["certutil", "-N", "-d", db.spec, *db._password_args("-f", Path(scratch))])
     return db
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded
+
+
+def _der_tlv(tag: int, content: bytes) -> bytes:
+    return bytes([tag]) + _der_length(len(content)) + content
+
+
+def _der_read(data: bytes, offset: int) -> tuple[int, bytes, int]:
+    """Return the tag, content and end offset of the DER element at ``offset``."""
+    tag = data[offset]
+    first = data[offset + 1]
+    if first < 0x80:
+        length, start = first, offset + 2
+    else:
+        size = first & 0x7F
+        length = int.from_bytes(data[offset + 2 : offset + 2 + size], "big")
+        start = offset + 2 + size
+    return tag, data[start : start + length], start + length
+
+
+def _der_integer(value: int) -> bytes:
+    return _der_tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def with_huge_rsa_modulus(cert: x509.Certificate, bits: int) -> bytes:
+    """Return the certificate's DER with its public key replaced by an RSA key of ``bits`` bits.
+
+    The signature no longer verifies, but the certificate parses, so it
+    tests what the collector does with a key size outside the facts schema.
+    """
+    der = cert.public_bytes(serialization.Encoding.DER)
+    old_spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    modulus = (1 << (bits - 1)) | 1
+    rsa_algorithm = _der_tlv(0x30, _der_tlv(0x06, bytes.fromhex("2a864886f70d010101")) + b"\x05\x00")
+    key = _der_tlv(0x30, _der_integer(modulus) + _der_integer(65537))
+    new_spki = _der_tlv(0x30, rsa_algorithm + _der_tlv(0x03, b"\x00" + key))
+
+    _, certificate_content, _ = _der_read(der, 0)
+    tbs_tag, tbs_content, tbs_end = _der_read(certificate_content, 0)
+    assert tbs_content.count(old_spki) == 1
+    tbs = _der_tlv(tbs_tag, tbs_content.replace(old_spki, new_spki))
+    return _der_tlv(0x30, tbs + certificate_content[tbs_end:])

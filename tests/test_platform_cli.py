@@ -119,3 +119,33 @@ def test_locations_on_mac_without_mac_rules_are_empty() -> None:
     assert locations.trust_stores == ()
     assert locations.paths == ()
     assert locations.nssdbs == ()
+
+
+@pytest.mark.parametrize(
+    "locations",
+    [
+        {"trust_stores": "system"},
+        {"trust_stores": [7, None, "login"]},
+        "system",
+        {"paths": "/etc/corp/client.pem"},
+        {"paths": ["relative.pem", 3]},
+    ],
+)
+def test_locations_skip_malformed_rule(locations: Any) -> None:
+    # Rules edited by hand in the store: the policy reports them, and collection of the others goes on.
+    for platform in ("linux", "mac", "windows"):
+        rule = _rule(platform)
+        rule["input"]["locations"] = locations
+        good = _rule(platform)
+
+        result = posture.locations_for_rules([rule, good], platform)
+
+        assert result.paths == ()
+        assert result.trust_stores == (() if platform == "linux" else ("system",))
+        assert result.nssdbs == (("/etc/pki/nssdb",) if platform == "linux" else ())
+
+
+def test_locations_skip_rule_without_input_object() -> None:
+    rule: dict[str, Any] = {"name": "broken", "type": "client_certificate_v2", "input": ["mac"]}
+
+    assert posture.locations_for_rules([rule, _rule("mac")], "mac").trust_stores == ("system",)

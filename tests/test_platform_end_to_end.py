@@ -326,3 +326,30 @@ def test_windows_powershell_fallback_as_system(
     assert ("windows", "user") in note_locations
     assert any("PowerShell" in note["message"] for note in facts["notes"])
     assert "note: windows user:" in err
+
+
+def test_windows_unexpected_failure_exits_3(
+    cli: Cli, ca: CertKey, windows_platform: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_id = cli.add_ca(ca)
+    leaf = windows_device_leaf(ca)
+    store = FakeStore([FakeCertificate(leaf.cert_der(), "corp-device")])
+    api = FakeCryptoApi(
+        {windows.CERT_SYSTEM_STORE_LOCAL_MACHINE: store}, raise_at=("CertEnumCertificatesInStore", 0)
+    )
+    use_crypto_api(monkeypatch, api)
+    monkeypatch.setenv(
+        "PATH", install_powershell(tmp_path / "ps", identity_output(serial_number=WINDOWS_SERIAL))
+    )
+    cli.add_rule(ca_id, "windows", **WINDOWS_RULE)
+
+    code, out, err = cli.run("check", "--hostname", HOSTNAME)
+
+    # 1 would mean "a rule failed"; an error the collector did not expect must fail closed as 3.
+    assert code == 3
+    assert out == ""
+    assert err.startswith(
+        "error: unexpected InjectedFailure: injected failure in CertEnumCertificatesInStore"
+    )
+    assert "Traceback" not in err
+    assert api.leaks() == []

@@ -204,7 +204,16 @@ def collect_windows(
 
     store_backend = backend if backend is not None else default_backend()
     for store in stores:
-        listing = store_backend.read_store(store)
+        try:
+            listing = store_backend.read_store(store)
+        except (OSError, ctypes.ArgumentError) as exc:
+            # ctypes reports a fault inside a Windows API call (an access violation) as OSError.
+            logger.warning("reading %s failed: %s", store.path, exc)
+            message = (
+                f"reading {store.path} failed: {type(exc).__name__}: {exc}; its certificates were not read"
+            )
+            result.errors.append(store_error(store, "read", message))
+            continue
         result.errors.extend(listing.errors)
         result.notes.extend(listing.notes)
         for entry in listing.entries:

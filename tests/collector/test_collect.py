@@ -6,11 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from collector import __version__
+from collector import __version__, device_windows
 from collector.collect import Locations, collect
-from collector.facts import dump_facts, load_facts
+from collector.device_windows import WindowsIdentity
+from collector.facts import OperatingSystem, dump_facts, load_facts
 from collector.signers import Signer
+from collector.sources import windows
+from collector.sources.windows import KeyState, StoreEntry, StoreListing
 from tests.certgen import CertKey, create_nssdb, make_leaf, write_pem
+from tests.collector.windows_fakes import FakeStoreBackend
 
 NOW = dt.datetime(2026, 12, 4, 19, 0, tzinfo=dt.UTC)
 
@@ -122,3 +126,25 @@ def test_collect_dump_roundtrip_without_key(tmp_path: Path, ca: CertKey) -> None
             assert line not in text
     assert key_der.hex() not in text
     assert facts.certificates[0].private_key.present is True
+
+
+@pytest.mark.parametrize("order", ["key first", "key last"])
+def test_repeated_certificate_keeps_key_evidence(
+    ca: CertKey, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    leaf = make_leaf(ca, "device")
+    with_key = StoreEntry(leaf.cert_der(), "with key", KeyState.PRESENT)
+    without_key = StoreEntry(leaf.cert_der(), "without key", KeyState.NOT_RECORDED)
+    entries = [with_key, without_key] if order == "key first" else [without_key, with_key]
+    backend = FakeStoreBackend({"system": StoreListing(entries=entries)})
+    monkeypatch.setattr(windows, "default_backend", lambda: backend)
+    identity = WindowsIdentity(
+        "S1", OperatingSystem(family="windows", name="Windows", version="10"), False, []
+    )
+    monkeypatch.setattr(device_windows, "read_windows_identity", lambda: identity)
+
+    facts = collect(Locations(trust_stores=("system",)), [], hostname="h", platform="windows", now=NOW)
+
+    (certificate,) = facts.certificates
+    assert certificate.private_key.status == "present"
+    assert certificate.source.label == "with key"

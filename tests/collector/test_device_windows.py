@@ -69,7 +69,10 @@ def test_identity_command_line() -> None:
     assert '"' not in script
 
 
-@pytest.mark.parametrize("placeholder", ["To be filled by O.E.M.", "Default string", "0", "  ", "XXXXXXXX"])
+@pytest.mark.parametrize(
+    "placeholder",
+    ["To be filled by O.E.M.", "Default string", "0", "  ", "XXXXXXXX", "Not Defined", "0123456789ABCDEF"],
+)
 def test_placeholder_serial_rejected(placeholder: str) -> None:
     identity = identity_from(identity_output(serial_number=placeholder))
     assert identity.serial_number is None
@@ -78,6 +81,19 @@ def test_placeholder_serial_rejected(placeholder: str) -> None:
     assert error.location == "Win32_BIOS"
     assert error.step == "identity"
     assert "--serial-number" in error.message
+
+
+def test_several_serial_numbers_rejected() -> None:
+    identity = identity_from(identity_output(serial_number=["PF2ABC12", "OTHER999"]))
+
+    assert identity.serial_number is None
+    [error] = identity.errors
+    assert error.location == "Win32_BIOS"
+    assert "several serial numbers ['PF2ABC12', 'OTHER999']" in error.message
+
+
+def test_repeated_serial_number_accepted() -> None:
+    assert identity_from(identity_output(serial_number=["PF2ABC12", "PF2ABC12"])).serial_number == "PF2ABC12"
 
 
 def test_placeholder_named_in_message() -> None:
@@ -95,10 +111,6 @@ def test_missing_serial_is_error() -> None:
 
 def test_serial_whitespace_stripped() -> None:
     assert identity_from(identity_output(serial_number="  PF2ABC12 ")).serial_number == "PF2ABC12"
-
-
-def test_serial_from_first_bios_instance() -> None:
-    assert identity_from(identity_output(serial_number=["PF2ABC12", "OTHER"])).serial_number == "PF2ABC12"
 
 
 def test_bios_query_failure() -> None:

@@ -14,7 +14,7 @@ from collector.facts import Certificate, CollectionError
 from collector.signers import Signer
 from collector.sources import SourceResult
 from collector.sources.pem import DEFAULT_MAX_FILE_SIZE, collect_pem
-from tests.certgen import CertKey, KeyFormat, KeyType, make_ca, make_leaf, write_pem
+from tests.certgen import CertKey, KeyFormat, KeyType, make_ca, make_leaf, with_huge_rsa_modulus, write_pem
 
 PASSWORD = b"correct horse"
 
@@ -421,3 +421,15 @@ def test_pem_directory_link_reported(tmp_path: Path, ca: CertKey) -> None:
     assert error.location == str(scanned / "linked")
     assert error.step == "open"
     assert "symbolic link to a directory, which is not followed" in error.message
+
+
+def test_huge_key_does_not_hide_others(tmp_path: Path, ca: CertKey) -> None:
+    good = make_leaf(ca, "good")
+    good.write_cert(tmp_path / "good.pem")
+    (tmp_path / "huge.der").write_bytes(with_huge_rsa_modulus(make_leaf(ca, "huge").cert, 1_000_008))
+
+    result = collect_pem([str(tmp_path)], [])
+
+    assert [cert.fingerprint_sha256 for cert in result.certificates] == [good.fingerprint]
+    (error,) = result.errors
+    assert (error.location, error.step) == (str(tmp_path / "huge.der"), "public_key")

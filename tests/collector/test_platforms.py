@@ -68,7 +68,7 @@ def test_unknown_platform_named_by_system(monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.mark.parametrize("family", ["ios", "android", "chromeos"])
 def test_require_supported_rejects(family: str) -> None:
     with pytest.raises(UnsupportedPlatformError) as raised:
-        require_supported(family)  # type: ignore[arg-type]
+        require_supported(family)
 
     assert str(raised.value) == (
         f"client certificate checks are not supported on {family}; supported operating systems: linux, mac, windows"
@@ -77,13 +77,13 @@ def test_require_supported_rejects(family: str) -> None:
 
 @pytest.mark.parametrize("family", ["linux", "mac", "windows"])
 def test_require_supported_accepts(family: str) -> None:
-    require_supported(family)  # type: ignore[arg-type]
+    require_supported(family)
 
 
 @pytest.mark.parametrize("family", ["ios", "android", "chromeos"])
 def test_collect_refuses_unsupported_platform(family: str) -> None:
     with pytest.raises(UnsupportedPlatformError, match=f"not supported on {family}"):
-        collect(Locations(), [], hostname="h", serial_number="s", platform=family)  # type: ignore[arg-type]
+        collect(Locations(), [], hostname="h", serial_number="s", platform=family)
 
 
 def test_collect_rejects_trust_store_on_linux() -> None:

@@ -22,6 +22,7 @@ from collector.sources.windows import (
     KeyState,
     StoreEntry,
     StoreListing,
+    TrustStore,
     collect_windows,
     default_backend,
 )
@@ -199,6 +200,30 @@ def test_listing_errors_and_notes_kept(leaf: CertKey) -> None:
     assert result.errors == [error]
     assert result.notes == [note]
     assert len(result.certificates) == 1
+
+
+class _FaultingBackend:
+    """Raises in one store as a ctypes call that faults would, and lists the other normally."""
+
+    def __init__(self, failing: str, listing: StoreListing) -> None:
+        self.failing = failing
+        self.listing = listing
+
+    def read_store(self, store: TrustStore) -> StoreListing:
+        if store.name == self.failing:
+            raise OSError("exception: access violation reading 0x0000000000000000")
+        return self.listing
+
+
+def test_faulting_store_does_not_stop_others(leaf: CertKey) -> None:
+    listing = StoreListing(entries=[StoreEntry(leaf.cert_der(), None, KeyState.PRESENT)])
+
+    result = collect_windows(["system", "user"], [], backend=_FaultingBackend("system", listing))
+
+    assert [cert.source.location for cert in result.certificates] == ["user"]
+    (error,) = result.errors
+    assert (error.source, error.location, error.step) == ("windows", "system", "read")
+    assert "OSError: exception: access violation" in error.message
 
 
 # --- backend choice -----------------------------------------------------------------------------

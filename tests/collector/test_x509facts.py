@@ -21,7 +21,7 @@ from collector.x509facts import (
     public_key_der,
     split_pem,
 )
-from tests.certgen import CLIENT_AUTH, EMAIL_PROTECTION, CertKey, make_ca, make_leaf
+from tests.certgen import CLIENT_AUTH, EMAIL_PROTECTION, CertKey, make_ca, make_leaf, with_huge_rsa_modulus
 
 SOURCE = CertificateSource(type="pem", location="/certs/client.pem")
 MISSING = PrivateKey(present=False, status="missing", reason="test")
@@ -287,3 +287,13 @@ def test_split_pem_skips_other_end_lines() -> None:
     assert [(block.label, block.line) for block in blocks] == [("A", 1), ("C", 5)]
     assert blocks[0].text == data[: data.index(b"-----END A-----") + len(b"-----END A-----")]
     assert blocks[1].text is None
+
+
+def test_key_size_outside_schema_is_error(ca: CertKey) -> None:
+    huge = x509.load_der_x509_certificate(with_huge_rsa_modulus(make_leaf(ca, "huge").cert, 1_000_008))
+
+    with pytest.raises(CertificateError) as raised:
+        certificate_facts(huge, CertificateSource(type="pem", location="/x"), MISSING, [])
+
+    assert raised.value.step == "public_key"
+    assert "PublicKey.size Input should be less than or equal to 1000000" in raised.value.message
