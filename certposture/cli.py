@@ -184,7 +184,7 @@ def _validated_rules(file: str) -> list[dict[str, Any]]:
     rules, problems = validate_rules(documents, store.signing_certificate_exists)
     if problems:
         for problem in problems[:-1]:
-            typer.echo(f"error: {file}: {problem}", err=True)
+            typer.echo(f"error: {printable(f'{file}: {problem}')}", err=True)
         raise InputError(f"{file}: {problems[-1]}")
     return rules
 
@@ -326,9 +326,11 @@ def _collect(
     hostname: str | None,
     serial: str | None,
     pem_limits: PemLimits,
+    rules: list[dict[str, Any]] | None = None,
 ) -> Facts:
     facts = posture.collect_facts(
         _store(),
+        rules=rules,
         rule_id=rule,
         paths=path or [],
         nssdbs=nssdb or [],
@@ -678,10 +680,13 @@ def check_command(
     evaluated_at = posture.parse_time(at) if at is not None else None
     extra_policies = extra_policy_dirs(policy or [])
     masks = _decision_masks(decision_log, mask, mask_device)
-    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number, pem_limits)
+    # Read the rules once, so that a rule another process adds meanwhile is not evaluated
+    # against facts collected without its locations.
+    rules = posture.select_rules(_store(), rule)
+    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number, pem_limits, rules)
     started = time.perf_counter_ns()
     document, errors = posture.evaluate_facts(
-        _store(), facts, at=evaluated_at, rule_id=rule, extra_policies=extra_policies
+        _store(), facts, at=evaluated_at, rule_id=rule, extra_policies=extra_policies, rules=rules
     )
     evaluation_ns = time.perf_counter_ns() - started
     log_error = _log_results(document, facts, decision_log, masks, evaluation_ns)

@@ -98,8 +98,12 @@ def collect_facts(
     trust_stores: Sequence[str] = (),
     platform: Platform | None = None,
     pem_limits: PemLimits = DEFAULT_LIMITS,
+    rules: Sequence[dict[str, Any]] | None = None,
 ) -> Facts:
     """Collect facts from explicit locations, or else from the locations of the stored rules.
+
+    ``rules`` replaces the stored rules, so that ``check`` collects for the
+    same rules it then evaluates even when another process changes the store.
 
     ``platform`` replaces the detected operating system family, and
     ``pem_limits`` bounds each PEM or DER file. Raises ``InputError`` on iOS,
@@ -125,7 +129,8 @@ def collect_facts(
             trust_stores=tuple(trust_stores),
         )
     else:
-        locations = locations_for_rules(_selected_rules(store, rule_id), family)
+        selected = rules if rules is not None else select_rules(store, rule_id)
+        locations = locations_for_rules(selected, family)
     signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
     logger.debug(
         "collecting on %s from paths=%s nssdbs=%s trust_stores=%s with %s",
@@ -153,7 +158,8 @@ def collect_facts(
         raise InputError(str(error)) from None
 
 
-def _selected_rules(store: Store, rule_id: str | None) -> list[dict[str, Any]]:
+def select_rules(store: Store, rule_id: str | None) -> list[dict[str, Any]]:
+    """Return the stored rules, or only the rule ``rule_id``; raise NotFoundError for an unknown id."""
     if rule_id is None:
         return store.list_rules()
     if not rule_id.strip():
@@ -224,6 +230,7 @@ def evaluate_facts(
     facts_error: CertpostureError | None = None,
     extra_policies: Sequence[Path] = (),
     explain: bool = False,
+    rules: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[CertpostureError]]:
     """Evaluate facts against the stored rules; return the results document and the errors met.
 
@@ -235,7 +242,7 @@ def evaluate_facts(
     rule is evaluated on its own, so that only the rules that fail to evaluate
     are reported as ``error``.
     """
-    rules = _selected_rules(store, rule_id)
+    rules = list(rules) if rules is not None else select_rules(store, rule_id)
     if not rules:
         raise InputError("no rules stored; add one with `certposture rules add FILE`")
     policy_dirs = [engine.shipped_policy_dir(), *extra_policies]

@@ -238,8 +238,9 @@ def validate_rules(
 def _format_validation_error(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors(include_url=False):
-        location = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
-        location = location or "rule"
+        parts = [str(part) for part in item["loc"] if not str(part).startswith("function-")]
+        # A field name comes from the input, so one with control characters is shown quoted.
+        location = ".".join(part if part.isprintable() else repr(part) for part in parts) or "rule"
         kind = item["type"]
         if kind == "missing":
             message = "required field is missing"

@@ -4,6 +4,21 @@ The home is ``--home``, else ``$CERTPOSTURE_HOME``, else the user data
 directory. A signing certificate's private key, kept only on request, lives in
 ``private/<id>.pem`` with mode 0600 and never enters the database, the facts,
 the results or any output.
+
+Files and folders that the store creates are private to their owner, whatever
+the umask: the home and its missing parents get mode 0700 and the database
+file 0600, and SQLite gives its journal file the database file's mode.
+Existing files and folders keep their modes, so a store that an administrator
+shares read-only with other users stays readable.
+
+Several processes may use one store at once. Each write runs in a
+``BEGIN IMMEDIATE`` transaction, which takes the write lock before the first
+read, so a check and the insert that depends on it cannot interleave with
+another writer. A process waits up to ``BUSY_TIMEOUT_SECONDS`` for a lock
+before it fails. The database keeps SQLite's default rollback journal, not
+WAL, because SQLite (3.40.1, tested) cannot open a WAL database whose
+``-shm`` file is missing for a user who may not create that file, which
+would break read-only stores.
 """
 
 from __future__ import annotations
@@ -67,6 +82,10 @@ CREATE TABLE IF NOT EXISTS settings (
 
 DEFAULT_POSTURE_LOG_RETENTION = 100_000
 
+# How long a process waits for another one's lock on the database. Transactions write a few rows,
+# so a lock held this long means a hung or stopped process.
+BUSY_TIMEOUT_SECONDS = 30.0
+
 
 def default_home() -> Path:
     """Return the per-user data directory for certposture on this platform."""
@@ -106,24 +125,28 @@ class Store:
                 "give a directory with --home or CERTPOSTURE_HOME"
             )
         try:
-            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-            connection = sqlite3.connect(path, isolation_level=None)
-            self._check_version(connection, path)
-            connection.executescript(_SCHEMA)
-            connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            _make_private_directory(self.home)
+            _create_private_file(path)
+        except OSError as error:
+            raise StoreError(
+                f"cannot open store {path}: {error.strerror}; check --home or CERTPOSTURE_HOME"
+            ) from None
+        if not _writable(path):
+            self._connection = self._connect_read_only(path)
+            return self._connection
+        try:
+            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            if self._check_version(connection, path) < _SCHEMA_VERSION:
+                _create_schema(connection)
         except sqlite3.OperationalError as error:
-            if "readonly" not in str(error) or not path.is_file():
+            if "readonly" not in str(error):
                 raise StoreError(
-                    f"cannot open store {path}: {error}; check --home or CERTPOSTURE_HOME"
+                    f"cannot open store {path}: {_describe(error)}; check --home or CERTPOSTURE_HOME"
                 ) from None
+            # A file system mounted read-only, or a store that access() reports writable but is not.
             connection = self._connect_read_only(path)
-        except (sqlite3.Error, OSError) as error:
-            if isinstance(error, OSError) and path.is_file():
-                connection = self._connect_read_only(path)
-            else:
-                raise StoreError(
-                    f"cannot open store {path}: {error}; check --home or CERTPOSTURE_HOME"
-                ) from None
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open store {path}: {error}; check --home or CERTPOSTURE_HOME") from None
         self._connection = connection
         return connection
 
@@ -131,44 +154,65 @@ class Store:
         """Open a store that cannot be written (read-only mount, file owned by another user) for reading."""
         logger.debug("store %s is not writable; opening it read-only", path)
         try:
-            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-            self._check_version(connection, path)
-            if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
+            connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+            )
+            if self._check_version(connection, path) == 0:
                 raise StoreError(
                     f"store {path} is read-only and was never initialized; run a write command first"
                 )
         except sqlite3.Error as error:
-            raise StoreError(f"cannot open store {path} read-only: {error}; check --home") from None
+            raise StoreError(
+                f"cannot open store {path} read-only: {_describe(error)}; check --home"
+            ) from None
         self._read_only = True
         return connection
 
     @staticmethod
-    def _check_version(connection: sqlite3.Connection, path: Path) -> None:
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
+    def _check_version(connection: sqlite3.Connection, path: Path) -> int:
+        """Return the store's schema version, and raise StoreError when this code does not support it."""
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
         if version > _SCHEMA_VERSION:
             raise StoreError(
                 f"store {path} has schema version {version}, newer than this "
                 f"certposture supports ({_SCHEMA_VERSION}); upgrade certposture"
             )
+        return version
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a read-modify-write under the write lock, committing on success and rolling back on any exception."""
         connection = self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
             raise StoreError(
-                f"cannot write store {self.home / DATABASE_NAME}: {error}; check it is writable"
+                f"cannot write store {self.home / DATABASE_NAME}: {_describe(error)}; check it is writable"
             ) from None
         try:
             yield connection
             connection.execute("COMMIT")
         except sqlite3.Error as error:
-            connection.execute("ROLLBACK")
-            raise StoreError(f"cannot write store {self.home / DATABASE_NAME}: {error}") from None
+            _roll_back(connection)
+            raise StoreError(f"cannot write store {self.home / DATABASE_NAME}: {_describe(error)}") from None
         except BaseException:
-            connection.execute("ROLLBACK")
+            _roll_back(connection)
             raise
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """Yield the connection for queries and turn SQLite errors into StoreError."""
+        connection = self._connect()
+        try:
+            yield connection
+        except sqlite3.Error as error:
+            raise StoreError(
+                f"cannot read store {self.home / DATABASE_NAME}: {_describe(error)}; "
+                "check that it is a certposture store"
+            ) from None
 
     @property
     def read_only(self) -> bool:
@@ -195,64 +239,71 @@ class Store:
         A certificate already stored (same SHA-256 fingerprint) is not added twice;
         its existing record is returned. ``certificate_id`` keeps an id assigned
         elsewhere (Cloudflare's, for rules exported from there); default a new UUID.
+        The lookups, the key file and the insert happen under one write lock, so
+        processes adding the same certificate at once all get the same record.
         """
+        written_keys: list[Path] = []
+        try:
+            with self._transaction() as connection:
+                return self._add_signing_certificate(
+                    connection, parsed, name, keep_private_key, certificate_id, written_keys
+                )
+        except BaseException:
+            for key_path in written_keys:
+                key_path.unlink(missing_ok=True)
+            raise
+
+    def _add_signing_certificate(
+        self,
+        connection: sqlite3.Connection,
+        parsed: SigningCertificateInput,
+        name: str | None,
+        keep_private_key: bool,
+        certificate_id: str | None,
+        written_keys: list[Path],
+    ) -> tuple[dict[str, Any], bool]:
         certificate = parsed.certificate
         fingerprint = fingerprint_sha256(certificate)
-        existing = self._find_by_fingerprint(fingerprint)
+        key_pem = parsed.private_key_pem if keep_private_key else None
+        existing = _find_by_fingerprint(connection, fingerprint)
         if existing is not None:
             if certificate_id and existing["id"] != certificate_id:
                 raise InputError(
                     f"certificate is already stored as {existing['id']}, not {certificate_id!r}; "
                     "remove it first to store it under another id"
                 )
-            if (
-                keep_private_key
-                and parsed.private_key_pem is not None
-                and not existing.get("private_key_stored")
-            ):
-                return self._add_private_key(existing, parsed.private_key_pem), False
-            return existing, False
+            if key_pem is None or existing.get("private_key_stored"):
+                return existing, False
+            # Keep the private key of a certificate stored earlier without it.
+            written_keys.append(self._write_private_key(existing["id"], key_pem))
+            updated = {**existing, "private_key_stored": True}
+            connection.execute(
+                "UPDATE signing_certificates SET record = ? WHERE id = ?",
+                (orjson.dumps(updated).decode(), existing["id"]),
+            )
+            return updated, False
+
         if certificate_id is not None:
             if not re.fullmatch(ID_PATTERN, certificate_id):
                 raise InputError(
                     f"--id {certificate_id!r} is not a valid id; use letters, digits, '-' and '_' (at most 64)"
                 )
-            if self.signing_certificate_exists(certificate_id):
+            if connection.execute(
+                "SELECT 1 FROM signing_certificates WHERE id = ?", (certificate_id,)
+            ).fetchone():
                 raise InputError(f"--id {certificate_id!r} is already used by another signing certificate")
         certificate_id = certificate_id or str(uuid.uuid4())
         record = _certificate_record(certificate, certificate_id, name, fingerprint)
-        key_path = None
-        if keep_private_key and parsed.private_key_pem is not None:
-            key_path = self._write_private_key(certificate_id, parsed.private_key_pem)
+        if key_pem is not None:
+            written_keys.append(self._write_private_key(certificate_id, key_pem))
             record["private_key_stored"] = True
         pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-        try:
-            with self._transaction() as connection:
-                connection.execute(
-                    "INSERT INTO signing_certificates VALUES (?, ?, ?, ?, "
-                    "(SELECT COALESCE(MAX(added), 0) + 1 FROM signing_certificates))",
-                    (certificate_id, fingerprint, orjson.dumps(record).decode(), pem),
-                )
-        except StoreError:
-            if key_path is not None:
-                key_path.unlink(missing_ok=True)
-            raise
+        connection.execute(
+            "INSERT INTO signing_certificates VALUES (?, ?, ?, ?, "
+            "(SELECT COALESCE(MAX(added), 0) + 1 FROM signing_certificates))",
+            (certificate_id, fingerprint, orjson.dumps(record).decode(), pem),
+        )
         return record, True
-
-    def _add_private_key(self, record: dict[str, Any], key_pem: bytes) -> dict[str, Any]:
-        """Keep the private key of a certificate stored earlier without it."""
-        key_path = self._write_private_key(record["id"], key_pem)
-        updated = {**record, "private_key_stored": True}
-        try:
-            with self._transaction() as connection:
-                connection.execute(
-                    "UPDATE signing_certificates SET record = ? WHERE id = ?",
-                    (orjson.dumps(updated).decode(), record["id"]),
-                )
-        except StoreError:
-            key_path.unlink(missing_ok=True)
-            raise
-        return updated
 
     def _write_private_key(self, certificate_id: str, key_pem: bytes) -> Path:
         directory = self.home / "private"
@@ -266,26 +317,16 @@ class Store:
             raise StoreError(f"cannot write private key file under {directory}: {error.strerror}") from None
         return path
 
-    def _find_by_fingerprint(self, fingerprint: str) -> dict[str, Any] | None:
-        row = (
-            self._connect()
-            .execute(
-                "SELECT id, record FROM signing_certificates WHERE fingerprint_sha256 = ?", (fingerprint,)
-            )
-            .fetchone()
-        )
-        return _load_row("signing_certificates", row[0], row[1]) if row else None
-
     def list_signing_certificates(self) -> list[dict[str, Any]]:
-        rows = self._connect().execute("SELECT id, record FROM signing_certificates ORDER BY added")
+        with self._reading() as connection:
+            rows = connection.execute("SELECT id, record FROM signing_certificates ORDER BY added").fetchall()
         return [_load_row("signing_certificates", row_id, text) for row_id, text in rows]
 
     def get_signing_certificate(self, certificate_id: str) -> dict[str, Any]:
-        row = (
-            self._connect()
-            .execute("SELECT record FROM signing_certificates WHERE id = ?", (certificate_id,))
-            .fetchone()
-        )
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT record FROM signing_certificates WHERE id = ?", (certificate_id,)
+            ).fetchone()
         if row is None:
             raise NotFoundError(
                 f"signing certificate {certificate_id!r} not found; list stored ones with `certposture ca list`"
@@ -293,16 +334,18 @@ class Store:
         return _load_row("signing_certificates", certificate_id, row[0])
 
     def signing_certificate_exists(self, certificate_id: str) -> bool:
-        row = (
-            self._connect()
-            .execute("SELECT 1 FROM signing_certificates WHERE id = ?", (certificate_id,))
-            .fetchone()
-        )
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT 1 FROM signing_certificates WHERE id = ?", (certificate_id,)
+            ).fetchone()
         return row is not None
 
     def load_signers(self) -> list[tuple[str, x509.Certificate]]:
         """Return (id, certificate) for every stored signing certificate."""
-        rows = self._connect().execute("SELECT id, certificate_pem FROM signing_certificates ORDER BY added")
+        with self._reading() as connection:
+            rows = connection.execute(
+                "SELECT id, certificate_pem FROM signing_certificates ORDER BY added"
+            ).fetchall()
         signers = []
         for certificate_id, pem in rows:
             try:
@@ -338,9 +381,13 @@ class Store:
                     "remove or change those rules first (`certposture rules remove ID`)"
                 )
             connection.execute("DELETE FROM signing_certificates WHERE id = ?", (certificate_id,))
-        key_path = self.home / "private" / f"{certificate_id}.pem"
-        if key_path.exists():
-            key_path.unlink()
+            # Under the write lock, so a process adding the certificate again cannot write its key
+            # file first and then lose it here.
+            key_path = self.home / "private" / f"{certificate_id}.pem"
+            try:
+                key_path.unlink(missing_ok=True)
+            except OSError as error:
+                raise StoreError(f"cannot remove private key file {key_path}: {error.strerror}") from None
 
     # Rules
 
@@ -360,14 +407,16 @@ class Store:
         return [rule["id"] for rule in rules]
 
     def list_rules(self) -> list[dict[str, Any]]:
-        return self._rules(self._connect())
+        with self._reading() as connection:
+            return self._rules(connection)
 
     def _rules(self, connection: sqlite3.Connection) -> list[dict[str, Any]]:
-        rows = connection.execute("SELECT id, rule FROM rules ORDER BY added")
+        rows = connection.execute("SELECT id, rule FROM rules ORDER BY added").fetchall()
         return [_load_row("rules", row_id, text) for row_id, text in rows]
 
     def get_rule(self, rule_id: str) -> dict[str, Any]:
-        row = self._connect().execute("SELECT rule FROM rules WHERE id = ?", (rule_id,)).fetchone()
+        with self._reading() as connection:
+            row = connection.execute("SELECT rule FROM rules WHERE id = ?", (rule_id,)).fetchone()
         if row is None:
             raise NotFoundError(
                 f"rule {rule_id!r} not found; list stored rules with `certposture rules list`"
@@ -385,11 +434,10 @@ class Store:
 
     def has_posture_log(self) -> bool:
         """False only for a read-only store written by a certposture without the posture log."""
-        row = (
-            self._connect()
-            .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'posture_log'")
-            .fetchone()
-        )
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'posture_log'"
+            ).fetchone()
         return row is not None
 
     def append_posture_log(self, rows: Sequence[PostureLogRow]) -> int:
@@ -406,7 +454,8 @@ class Store:
     def posture_log_retention(self) -> int:
         if not self.has_posture_log():
             return DEFAULT_POSTURE_LOG_RETENTION
-        return self._retention(self._connect())
+        with self._reading() as connection:
+            return self._retention(connection)
 
     def set_posture_log_retention(self, maximum: int) -> int:
         """Store the maximum number of posture-log records and prune to it; return how many were deleted."""
@@ -442,9 +491,10 @@ class Store:
         if failed_only:
             conditions.append("passed = 0")
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        rows = self._connect().execute(
-            f"SELECT seq, record FROM posture_log {where} ORDER BY timestamp_us, seq", parameters
-        )
+        with self._reading() as connection:
+            rows = connection.execute(
+                f"SELECT seq, record FROM posture_log {where} ORDER BY timestamp_us, seq", parameters
+            ).fetchall()
         return [_load_log_record(seq, text) for seq, text in rows]
 
     def _retention(self, connection: sqlite3.Connection) -> int:
@@ -461,6 +511,78 @@ class Store:
     def _require_writable(self, consequence: str) -> None:
         if self.read_only:
             raise StoreError(f"store {self.home / DATABASE_NAME} is read-only, so {consequence}")
+
+
+def _make_private_directory(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0700. Existing folders keep their modes.
+
+    The mode is given to mkdir, and the umask can only remove bits from it.
+    Parents are private too, because the XDG Base Directory Specification
+    says that missing data directories should be created with mode 0700.
+    """
+    missing = []
+    current = path
+    while not current.exists() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        # Another process may create the same folder at the same moment.
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the empty database file with mode 0600 unless it exists. SQLite would create it with 0644."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        if path.is_file():
+            return
+        raise
+    os.close(descriptor)
+
+
+def _writable(path: Path) -> bool:
+    """Return whether this user may write the database file and create its journal beside it."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _create_schema(connection: sqlite3.Connection) -> None:
+    """Create the tables of a new store, or those a version-1 store lacks, and set the schema version."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have created the schema while this one waited for the lock.
+        if connection.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        _roll_back(connection)
+        raise
+
+
+def _roll_back(connection: sqlite3.Connection) -> None:
+    # SQLite rolls back by itself after some errors (a full disk, an I/O error), and ROLLBACK would then fail.
+    if connection.in_transaction:
+        connection.execute("ROLLBACK")
+
+
+def _describe(error: sqlite3.Error) -> str:
+    if "database is locked" in str(error):
+        return (
+            f"another process held the store's lock for more than {BUSY_TIMEOUT_SECONDS:g} s; "
+            "retry when it has finished"
+        )
+    return str(error)
+
+
+def _find_by_fingerprint(connection: sqlite3.Connection, fingerprint: str) -> dict[str, Any] | None:
+    row = connection.execute(
+        "SELECT id, record FROM signing_certificates WHERE fingerprint_sha256 = ?", (fingerprint,)
+    ).fetchone()
+    return _load_row("signing_certificates", row[0], row[1]) if row else None
 
 
 @dataclass(frozen=True)

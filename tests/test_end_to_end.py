@@ -781,3 +781,41 @@ def test_key_outside_rule_paths_same_verdict(cli: Cli, ca: CertKey) -> None:
         if not rule_args:
             code, out, _ = cli.run("evaluate", str(facts_path))
             assert [result["status"] for result in json.loads(out)["results"]] == ["failed", "passed"]
+
+
+def test_check_evaluates_the_rules_it_collected_for(
+    cli: Cli, ca: CertKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process adds a rule while check collects: that rule must not be evaluated
+    # against facts gathered without its locations.
+    import certposture.cli as cli_module
+
+    ca_id = cli.add_ca(ca)
+    first_cert, first_key = pem_pair(cli, good_leaf(ca), "first")
+    second_cert, second_key = pem_pair(cli, good_leaf(ca), "second")
+    cli.add_rule(ca_id, name="first", locations={"paths": [first_cert, first_key]})
+    second_rule = {
+        "name": "second",
+        "type": "client_certificate_v2",
+        "input": {
+            "certificate_id": ca_id,
+            "operating_system": "linux",
+            "check_private_key": True,
+            "locations": {"paths": [second_cert, second_key]},
+        },
+    }
+    (cli.work / "second.json").write_text(json.dumps(second_rule))
+    collect = cli_module._collect
+
+    def collect_then_add_rule(*arguments: Any) -> Any:
+        facts = collect(*arguments)
+        assert main(["--home", str(cli.home), "rules", "add", str(cli.work / "second.json")]) == 0
+        return facts
+
+    monkeypatch.setattr(cli_module, "_collect", collect_then_add_rule)
+    code, out, err = cli.run("check", "--hostname", HOSTNAME, "--serial-number", SERIAL)
+
+    assert code == 0, err
+    # stdout starts with the id that the concurrent `rules add` printed.
+    results = json.loads(out[out.index("{") :])
+    assert [result["rule_name"] for result in results["results"]] == ["first"]

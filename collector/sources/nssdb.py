@@ -162,7 +162,11 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     # lock, so a read never returns a half-written NSS transaction. immutable=1 would
     # skip that lock and is therefore not used.
     uri = f"file:{urllib.parse.quote(path)}?mode=ro"
-    return sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT)
+    connection = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT)
+    # NSS stores its attributes as BLOBs. A TEXT value that is not UTF-8 would otherwise
+    # fail the whole query, and hide every other certificate with it.
+    connection.text_factory = bytes
+    return connection
 
 
 def collect_nssdb(directory: str, signers: Sequence[Signer]) -> SourceResult:
@@ -222,7 +226,8 @@ def _read_certificate_rows(location: str, errors: list[CollectionError]) -> list
     try:
         with contextlib.closing(_connect_read_only(cert_db)) as connection:
             records = connection.execute(query, (_ulong(CKO_CERTIFICATE),)).fetchall()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
+        # sqlite3 raises UnicodeDecodeError when an error message quotes a schema that is not UTF-8.
         errors.append(_error(location, "database", f"cannot read NSS certificate database {cert_db}: {exc}"))
         return None
 
@@ -272,7 +277,8 @@ def _read_private_keys(
     try:
         with contextlib.closing(_connect_read_only(key_db)) as connection:
             records = connection.execute(query, (_ulong(CKO_PRIVATE_KEY),)).fetchall()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
+        # sqlite3 raises UnicodeDecodeError when an error message quotes a schema that is not UTF-8.
         errors.append(_error(location, "database", f"cannot read NSS key database {key_db}: {exc}"))
         return PrivateKey(
             present=False,

@@ -522,3 +522,34 @@ def test_nssdb_unsupported_public_key_unverified(nssdb: NssDb, device: CertKey) 
     assert cert.private_key.status == "unverified"
     assert cert.private_key.reason is not None
     assert "could not be compared" in cert.private_key.reason
+
+
+def test_non_utf8_text_row_hides_nothing(nssdb: NssDb, ca: CertKey, device: CertKey) -> None:
+    # A TEXT value that is not UTF-8 in one certificate row used to make the whole database unreadable.
+    with contextlib.closing(sqlite3.connect(nssdb.directory / "cert9.db")) as connection:
+        connection.execute(
+            "UPDATE nssPublic SET a3 = CAST(x'80ff' AS TEXT) WHERE a3 = ?", (b"Example Device CA",)
+        )
+        connection.commit()
+
+    result = collect_nssdb(str(nssdb.directory), [])
+
+    assert by_label(result, "corp-device").fingerprint_sha256 == device.fingerprint
+    assert {cert.fingerprint_sha256 for cert in result.certificates} == {device.fingerprint, ca.fingerprint}
+
+
+def test_non_utf8_schema_is_error(nssdb: NssDb) -> None:
+    with contextlib.closing(sqlite3.connect(nssdb.directory / "cert9.db")) as connection:
+        connection.execute("PRAGMA writable_schema=ON")
+        connection.execute(
+            "UPDATE sqlite_master SET sql = CAST(? AS TEXT) WHERE name = 'nssPublic'",
+            (b"CREATE \xc5 TABLE nssPublic (id)",),
+        )
+        connection.commit()
+
+    result = collect_nssdb(str(nssdb.directory), [])
+
+    assert result.certificates == []
+    (error,) = result.errors
+    assert error.step == "database"
+    assert error.message.startswith(f"cannot read NSS certificate database {nssdb.directory}/cert9.db: ")
