@@ -47,6 +47,7 @@ import logging
 import os
 import shlex
 import sqlite3
+import stat
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,6 +162,15 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     # mode=ro never writes or creates the file, but it still takes SQLite's shared
     # lock, so a read never returns a half-written NSS transaction. immutable=1 would
     # skip that lock and is therefore not used.
+    # SQLite opens the database and any journal beside it with a blocking open(), so a FIFO
+    # there would hang the collector. Special files are refused before SQLite sees them.
+    for candidate in (path, f"{path}-journal", f"{path}-wal", f"{path}-shm"):
+        try:
+            mode = os.stat(candidate).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise sqlite3.OperationalError(f"{candidate} is not a regular file, so it was not opened")
     uri = f"file:{urllib.parse.quote(path)}?mode=ro"
     connection = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT)
     # NSS stores its attributes as BLOBs. A TEXT value that is not UTF-8 would otherwise

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from collector.facts import CertificateSource, CollectionError, PrivateKey
@@ -511,7 +512,8 @@ def _parse_der(contents: _FileContents, data: bytes) -> CertificateError | None:
         contents.certificates.append(load_certificate(data, "der"))
         return None
     except CertificateError as exc:
-        certificate_error = exc if _has_certificate_shape(data) else None
+        # Trailing line ends or NUL bytes, as an editor or a transfer adds them, still leave the shape.
+        certificate_error = exc if _has_certificate_shape(data.rstrip(b"\r\n\x00 \t")) else None
     try:
         key = serialization.load_der_private_key(data, password=None)
     except TypeError:
@@ -580,8 +582,20 @@ def _der_element(data: bytes, offset: int) -> tuple[int, int, int] | None:
 
 
 def _public_key_der(key: PrivateKeyTypes) -> bytes:
-    """Return the SubjectPublicKeyInfo of a private key, the only part of it that is kept."""
-    return key.public_key().public_bytes(
+    """Return the SubjectPublicKeyInfo of a private key, the only part of it that is kept.
+
+    A traditional ``DSA PRIVATE KEY`` stores its public value beside the
+    private one, and cryptography 50 keeps it unchecked. So the public value
+    is derived from the private one here: a forged file that copies a
+    certificate's public value next to another secret must not pair with it.
+    """
+    public_key = key.public_key()
+    if isinstance(key, dsa.DSAPrivateKey):
+        numbers = key.private_numbers()
+        parameters = numbers.public_numbers.parameter_numbers
+        derived = pow(parameters.g, numbers.x, parameters.p)
+        public_key = dsa.DSAPublicNumbers(derived, parameters).public_key()
+    return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 

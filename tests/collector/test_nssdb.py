@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import shlex
 import shutil
 import sqlite3
 import subprocess
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -553,3 +555,24 @@ def test_non_utf8_schema_is_error(nssdb: NssDb) -> None:
     (error,) = result.errors
     assert error.step == "database"
     assert error.message.startswith(f"cannot read NSS certificate database {nssdb.directory}/cert9.db: ")
+
+
+@pytest.mark.parametrize("name", ["cert9.db", "cert9.db-journal", "key4.db", "key4.db-journal"])
+def test_fifo_in_database_folder_not_opened(tmp_path: Path, ca: CertKey, device: CertKey, name: str) -> None:
+    db = create_nssdb(tmp_path / "nssdb")
+    db.import_key_pair(device, "corp-device")
+    target = db.directory / name
+    target.unlink(missing_ok=True)
+    os.mkfifo(target)
+
+    # A blocking open of the FIFO would hang here; the guard thread turns that into a failure.
+    outcome: list[SourceResult] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(collect_nssdb(str(db.directory), [])), daemon=True
+    )
+    worker.start()
+    worker.join(60)
+
+    assert outcome, f"collect_nssdb blocked on the FIFO {target}"
+    messages = [error.message for error in outcome[0].errors]
+    assert any(f"{target} is not a regular file, so it was not opened" in message for message in messages)

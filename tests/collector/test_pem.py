@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
 import os
 import re
@@ -9,6 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa
+from cryptography.x509.oid import NameOID
 
 from collector.facts import Certificate, CollectionError
 from collector.signers import Signer
@@ -433,3 +438,88 @@ def test_huge_key_does_not_hide_others(tmp_path: Path, ca: CertKey) -> None:
     assert [cert.fingerprint_sha256 for cert in result.certificates] == [good.fingerprint]
     (error,) = result.errors
     assert (error.location, error.step) == (str(tmp_path / "huge.der"), "public_key")
+
+
+def test_forged_dsa_key_not_paired(tmp_path: Path, ca: CertKey) -> None:
+    # A traditional DSA key file stores y beside x; copying a certificate's y next to another
+    # secret x must not make the certificate's key count as present.
+    parameters = dsa.generate_parameters(1024)
+    device_key = parameters.generate_private_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsa-device")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(device_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(ca.key, hashes.SHA256())
+    )
+    attacker = parameters.generate_private_key().private_numbers()
+    domain = attacker.public_numbers.parameter_numbers
+    stolen_y = device_key.public_key().public_numbers().y
+    fields = (0, domain.p, domain.q, domain.g, stolen_y, attacker.x)
+    body = b"".join(_der_integer(value) for value in fields)
+    forged = b"\x30" + _der_length(len(body)) + body
+    key_pem = (
+        b"-----BEGIN DSA PRIVATE KEY-----\n" + base64.encodebytes(forged) + b"-----END DSA PRIVATE KEY-----\n"
+    )
+    write_pem(tmp_path / "client.pem", cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "client.key").write_bytes(key_pem)
+
+    result = collect_pem([str(tmp_path)], [])
+
+    (certificate,) = result.certificates
+    assert certificate.private_key.status == "missing"
+
+
+def test_genuine_dsa_key_paired(tmp_path: Path, ca: CertKey) -> None:
+    device_key = dsa.generate_parameters(1024).generate_private_key()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsa-device")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(device_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(ca.key, hashes.SHA256())
+    )
+    write_pem(tmp_path / "client.pem", cert.public_bytes(serialization.Encoding.PEM))
+    key_pem = device_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "client.key").write_bytes(key_pem)
+
+    (certificate,) = collect_pem([str(tmp_path)], []).certificates
+
+    assert certificate.private_key.status == "present"
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded
+
+
+def _der_integer(value: int) -> bytes:
+    encoded = value.to_bytes(value.bit_length() // 8 + 1, "big")
+    return b"\x02" + _der_length(len(encoded)) + encoded
+
+
+@pytest.mark.parametrize("suffix", [b"\n", b"\r\n", b"\x00"])
+def test_der_with_trailing_bytes_reported(tmp_path: Path, ca: CertKey, suffix: bytes) -> None:
+    good = make_leaf(ca, "good")
+    good.write_cert(tmp_path / "good.pem")
+    (tmp_path / "device.der").write_bytes(make_leaf(ca, "device").cert_der() + suffix)
+
+    result = collect_pem([str(tmp_path)], [])
+
+    assert [cert.fingerprint_sha256 for cert in result.certificates] == [good.fingerprint]
+    (error,) = result.errors
+    assert (error.location, error.step) == (str(tmp_path / "device.der"), "load")
