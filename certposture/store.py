@@ -501,7 +501,8 @@ class Store:
         row = connection.execute("SELECT value FROM settings WHERE name = 'posture_log_retention'").fetchone()
         if row is None:
             return DEFAULT_POSTURE_LOG_RETENTION
-        if not str(row[0]).isdigit():
+        # isascii: str.isdigit also accepts digits such as "²" that int() rejects.
+        if not (str(row[0]).isascii() and str(row[0]).isdigit()):
             raise StoreError(
                 f"store setting posture_log_retention is {row[0]!r}, not a count, so the store file is damaged; "
                 "set it again with `certposture logs --retention N`"

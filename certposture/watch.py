@@ -81,7 +81,15 @@ def rule_interval(rule: Rule) -> tuple[timedelta, str | None]:
     schedule = rule.get("schedule")
     if not schedule:
         return DEFAULT_SCHEDULE, None
-    interval = parse_duration(schedule)
+    try:
+        interval = parse_duration(schedule) if isinstance(schedule, str) else None
+    except (ValueError, OverflowError):
+        interval = None
+    if interval is None:
+        # Only a rule edited by hand in the store gets here; it keeps running, on the default schedule.
+        return DEFAULT_SCHEDULE, (
+            f"rule {rule.get('id')} has schedule {schedule!r}, which is not a duration; it runs every 5m"
+        )
     if interval < MINIMUM_SCHEDULE:
         return MINIMUM_SCHEDULE, (
             f"rule {rule['id']} has schedule {schedule}, below the minimum of 1m; it runs every 1m"

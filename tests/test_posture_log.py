@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 
 from certposture import __version__
 from certposture.decisionlog import format_rfc3339_nano
+from certposture.errors import StoreError
 from certposture.store import Store
 from tests.certgen import CLIENT_AUTH, CertKey, make_leaf
 from tests.test_end_to_end import FULL_RULE, HOSTNAME, SERIAL, Cli, ca, cli, good_leaf, pem_pair
@@ -550,3 +552,16 @@ def test_copies_of_one_certificate_both_recorded(cli: Cli, ca: CertKey) -> None:
     (record,) = json.loads(out)
     locations = sorted(candidate["location"] for candidate in record["received"]["candidates"])
     assert locations == [str(first), str(second)]
+
+
+def test_damaged_retention_setting_is_store_error(cli: Cli) -> None:
+    store = Store(cli.home)
+    assert store.posture_log_retention() == 100_000
+    with contextlib.closing(sqlite3.connect(cli.home / "certposture.db")) as connection:
+        connection.execute(
+            "INSERT OR REPLACE INTO settings (name, value) VALUES ('posture_log_retention', '²')"
+        )
+        connection.commit()
+
+    with pytest.raises(StoreError, match=r"posture_log_retention is '²', not a count"):
+        Store(cli.home).posture_log_retention()

@@ -89,6 +89,15 @@ def test_rule_interval_keeps_long_schedule() -> None:
     assert watch.rule_interval(rule("edge", "60s")) == (timedelta(minutes=1), None)
 
 
+@pytest.mark.parametrize("schedule", ["-5m", "5y", "1" + "0" * 30 + "d", 10**30])
+def test_rule_interval_invalid_schedule_defaults(schedule: Any) -> None:
+    # Only a rule edited in the store can hold these; the loop must keep running it.
+    interval, warning = watch.rule_interval(rule("edited", "5m") | {"schedule": schedule})
+
+    assert interval == timedelta(minutes=5)
+    assert warning == f"rule edited has schedule {schedule!r}, which is not a duration; it runs every 5m"
+
+
 # Scheduler
 
 
