@@ -445,17 +445,7 @@ def test_forged_dsa_key_not_paired(tmp_path: Path, ca: CertKey) -> None:
     # secret x must not make the certificate's key count as present.
     parameters = dsa.generate_parameters(1024)
     device_key = parameters.generate_private_key()
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsa-device")]))
-        .issuer_name(ca.cert.subject)
-        .public_key(device_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(ca.key, hashes.SHA256())
-    )
+    cert = _dsa_device_certificate(ca, device_key)
     attacker = parameters.generate_private_key().private_numbers()
     domain = attacker.public_numbers.parameter_numbers
     stolen_y = device_key.public_key().public_numbers().y
@@ -476,17 +466,7 @@ def test_forged_dsa_key_not_paired(tmp_path: Path, ca: CertKey) -> None:
 
 def test_genuine_dsa_key_paired(tmp_path: Path, ca: CertKey) -> None:
     device_key = dsa.generate_parameters(1024).generate_private_key()
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsa-device")]))
-        .issuer_name(ca.cert.subject)
-        .public_key(device_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(ca.key, hashes.SHA256())
-    )
+    cert = _dsa_device_certificate(ca, device_key)
     write_pem(tmp_path / "client.pem", cert.public_bytes(serialization.Encoding.PEM))
     key_pem = device_key.private_bytes(
         serialization.Encoding.PEM,
@@ -498,6 +478,20 @@ def test_genuine_dsa_key_paired(tmp_path: Path, ca: CertKey) -> None:
     (certificate,) = collect_pem([str(tmp_path)], []).certificates
 
     assert certificate.private_key.status == "present"
+
+
+def _dsa_device_certificate(ca: CertKey, device_key: dsa.DSAPrivateKey) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsa-device")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(device_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(ca.key, hashes.SHA256())
+    )
 
 
 def _der_length(length: int) -> bytes:
