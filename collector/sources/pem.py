@@ -512,8 +512,7 @@ def _parse_der(contents: _FileContents, data: bytes) -> CertificateError | None:
         contents.certificates.append(load_certificate(data, "der"))
         return None
     except CertificateError as exc:
-        # Trailing line ends or NUL bytes, as an editor or a transfer adds them, still leave the shape.
-        certificate_error = exc if _has_certificate_shape(data.rstrip(b"\r\n\x00 \t")) else None
+        certificate_error = exc if _has_certificate_shape(_without_trailing_padding(data)) else None
     try:
         key = serialization.load_der_private_key(data, password=None)
     except TypeError:
@@ -523,6 +522,17 @@ def _parse_der(contents: _FileContents, data: bytes) -> CertificateError | None:
         return certificate_error
     contents.key_public_keys.append(_public_key_der(key))
     return None
+
+
+def _without_trailing_padding(data: bytes) -> bytes:
+    """Cut line ends, spaces or NUL bytes after the first DER element, as an editor or a transfer adds them.
+
+    The cut is made at the element's own end, because the element itself may end in such bytes.
+    """
+    element = _der_element(data, 0)
+    if element is not None and not data[element[2] :].strip(b"\r\n\x00 \t"):
+        return data[: element[2]]
+    return data
 
 
 def _has_certificate_shape(data: bytes) -> bool:
