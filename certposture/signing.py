@@ -9,7 +9,6 @@ what to pass instead. Error messages never contain key material.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,11 +19,17 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from certposture.errors import InputError
 from collector.facts import format_utc
+from collector.x509facts import split_pem
 
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----",
-    re.DOTALL,
-)
+
+@dataclass(frozen=True)
+class _PemBlock:
+    """A complete PEM block: its label and its text from the BEGIN line through the END line."""
+
+    label: bytes
+    text: bytes
+
+
 _CERTIFICATE_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE"}
 _PRIVATE_KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY"}
 _ENCRYPTED_KEY_LABELS = {b"ENCRYPTED PRIVATE KEY"}
@@ -137,19 +142,25 @@ def _unescape_one_line_pem(data: bytes) -> bytes:
 
 
 def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, PrivateKeyTypes | None, list[str]]:
-    blocks = list(_PEM_BLOCK.finditer(data))
+    # The collector's one-pass splitter, because a pattern search for each BEGIN line takes
+    # quadratic time on a file of BEGIN lines without END lines.
+    blocks = [
+        _PemBlock(block.label.encode("ascii", "replace"), block.text)
+        for block in split_pem(data)
+        if block.text
+    ]
     if not blocks:
         raise InputError(
             f"{source}: PEM armor found but no complete BEGIN/END block; check the file is whole"
         )
 
-    labels = [block.group(1) for block in blocks]
+    labels = [block.label for block in blocks]
     if b"TRUSTED CERTIFICATE" in labels:
         raise InputError(
             f"{source}: contains an OpenSSL TRUSTED CERTIFICATE, which carries trust settings; "
             "convert it with `openssl x509 -in FILE -out ca.pem` and add ca.pem"
         )
-    certificate_blocks = [block for block in blocks if block.group(1) in _CERTIFICATE_LABELS]
+    certificate_blocks = [block for block in blocks if block.label in _CERTIFICATE_LABELS]
     if not certificate_blocks:
         raise InputError(f"{source}: {_describe_non_certificate(labels)}")
     if len(certificate_blocks) > 1:
@@ -159,17 +170,15 @@ def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, Priva
         )
 
     try:
-        certificate = x509.load_pem_x509_certificate(certificate_blocks[0].group(0))
+        certificate = x509.load_pem_x509_certificate(certificate_blocks[0].text)
     except (ValueError, x509.InvalidVersion) as error:
         raise InputError(f"{source}: certificate cannot be parsed: {error}") from None
 
     warnings: list[str] = []
     key: PrivateKeyTypes | None = None
     for block in blocks:
-        label = block.group(1)
-        if label in _ENCRYPTED_KEY_LABELS or (
-            label in _PRIVATE_KEY_LABELS and b"ENCRYPTED" in block.group(2)
-        ):
+        label = block.label
+        if label in _ENCRYPTED_KEY_LABELS or (label in _PRIVATE_KEY_LABELS and b"ENCRYPTED" in block.text):
             raise InputError(
                 f"{source}: private key is encrypted; add the certificate without its key, "
                 "or decrypt the key first"
@@ -178,7 +187,7 @@ def _parse_pem_bundle(data: bytes, source: str) -> tuple[x509.Certificate, Priva
             if key is not None:
                 raise InputError(f"{source}: contains more than one private key; keep only the CA's key")
             try:
-                key = serialization.load_pem_private_key(block.group(0), password=None)
+                key = serialization.load_pem_private_key(block.text, password=None)
             except (ValueError, TypeError):
                 # The exception text of a key parser is not echoed: it could quote key bytes.
                 raise InputError(f"{source}: private key block cannot be parsed; check the PEM") from None

@@ -281,3 +281,15 @@ def test_add_malformed_corpus_certificate(
     assert err.startswith(f"error: {path}: {expected}")
     assert err.count("\n") == 1
     assert run(capsys, tmp_path, "ca", "list")[1].strip() == "[]"
+
+
+def test_add_begin_lines_without_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 16,000 BEGIN lines: the splitter reads them in one pass (a pattern search per line took 35 s).
+    path = tmp_path / "begins.pem"
+    path.write_bytes(b"-----BEGIN CERTIFICATE-----\n" * 16_000)
+
+    code, out, err = run(capsys, tmp_path, "ca", "add", str(path))
+
+    assert code == 2
+    assert out == ""
+    assert err == f"error: {path}: PEM armor found but no complete BEGIN/END block; check the file is whole\n"
