@@ -159,7 +159,7 @@ class Rule(_Model):
 
 
 def _reject_unsupported_platform(value: object) -> None:
-    # Cloudflare's posture API knows these platforms, but it has no client certificate check for them.
+    # Cloudflare's posture API accepts these platforms, but it has no client certificate check for them.
     if value in UNSUPPORTED:
         raise ValueError(
             f"client certificate checks are not supported on {value}; "

@@ -125,8 +125,8 @@ _PIPE_WAIT = 5.0
 class _CappedReader:
     """Read a pipe on a thread, keeping at most ``limit`` bytes; call ``on_overflow`` when more arrive.
 
-    Bytes past the limit are read and dropped, so that a tool blocked on a
-    full pipe still sees its reader and can be stopped.
+    Bytes past the limit are read and dropped, so that a tool writing to the
+    pipe never blocks on it and can still be stopped.
     """
 
     def __init__(self, pipe: IO[bytes], limit: int, on_overflow: Callable[[], None] | None) -> None:

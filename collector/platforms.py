@@ -61,10 +61,10 @@ def detect_platform(
 ) -> Platform:
     """Return the platform family of this device.
 
-    ``system`` is what ``platform.system()`` returns. ``android`` tells an
-    Android build of Python apart from Linux; by default it is read from
+    ``system`` is what ``platform.system()`` returns. ``android`` marks an
+    Android build of Python, as opposed to Linux; by default it is read from
     ``sys.getandroidapilevel``, which exists only on Android (Termux too,
-    where ``platform.system()`` says ``Linux``).
+    where ``platform.system()`` returns ``Linux``).
     """
     system = platform.system() if system is None else system
     if android is None:

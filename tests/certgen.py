@@ -341,7 +341,8 @@ def create_nssdb(directory: Path, *, password: str | None = None, legacy: bool =
     return db
 
 
-def _der_length(length: int) -> bytes:
+def der_length(length: int) -> bytes:
+    """Encode a DER length in its shortest form."""
     if length < 0x80:
         return bytes([length])
     encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
@@ -349,7 +350,7 @@ def _der_length(length: int) -> bytes:
 
 
 def _der_tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _der_length(len(content)) + content
+    return bytes([tag]) + der_length(len(content)) + content
 
 
 def _der_read(data: bytes, offset: int) -> tuple[int, bytes, int]:
@@ -365,7 +366,8 @@ def _der_read(data: bytes, offset: int) -> tuple[int, bytes, int]:
     return tag, data[start : start + length], start + length
 
 
-def _der_integer(value: int) -> bytes:
+def der_integer(value: int) -> bytes:
+    """Encode a non-negative DER INTEGER."""
     return _der_tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
@@ -381,7 +383,7 @@ def with_huge_rsa_modulus(cert: x509.Certificate, bits: int) -> bytes:
     )
     modulus = (1 << (bits - 1)) | 1
     rsa_algorithm = _der_tlv(0x30, _der_tlv(0x06, bytes.fromhex("2a864886f70d010101")) + b"\x05\x00")
-    key = _der_tlv(0x30, _der_integer(modulus) + _der_integer(65537))
+    key = _der_tlv(0x30, der_integer(modulus) + der_integer(65537))
     new_spki = _der_tlv(0x30, rsa_algorithm + _der_tlv(0x03, b"\x00" + key))
 
     _, certificate_content, _ = _der_read(der, 0)

@@ -163,7 +163,7 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     # lock, so a read never returns a half-written NSS transaction. immutable=1 would
     # skip that lock and is therefore not used.
     # SQLite opens the database and any journal beside it with a blocking open(), so a FIFO
-    # there would hang the collector. Special files are refused before SQLite sees them.
+    # there would hang the collector. Special files are rejected before SQLite opens them.
     for candidate in (path, f"{path}-journal", f"{path}-wal", f"{path}-shm"):
         try:
             mode = os.stat(candidate).st_mode

@@ -538,7 +538,7 @@ def _without_trailing_padding(data: bytes) -> bytes:
 def _has_certificate_shape(data: bytes) -> bool:
     """Return True when ``data`` has the DER structure of an X.509 certificate (RFC 5280, 4.1).
 
-    The outer SEQUENCE holds the TBSCertificate, the signature algorithm and
+    The outer SEQUENCE contains the TBSCertificate, the signature algorithm and
     a BIT STRING, and the TBSCertificate starts with an optional [0] version,
     the serial number and five SEQUENCEs. CRLs and certification requests
     share the outer shape but not the inner one.

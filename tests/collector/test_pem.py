@@ -19,7 +19,17 @@ from collector.facts import Certificate, CollectionError
 from collector.signers import Signer
 from collector.sources import SourceResult
 from collector.sources.pem import DEFAULT_MAX_FILE_SIZE, collect_pem
-from tests.certgen import CertKey, KeyFormat, KeyType, make_ca, make_leaf, with_huge_rsa_modulus, write_pem
+from tests.certgen import (
+    CertKey,
+    KeyFormat,
+    KeyType,
+    der_integer,
+    der_length,
+    make_ca,
+    make_leaf,
+    with_huge_rsa_modulus,
+    write_pem,
+)
 
 PASSWORD = b"correct horse"
 
@@ -441,8 +451,8 @@ def test_huge_key_does_not_hide_others(tmp_path: Path, ca: CertKey) -> None:
 
 
 def test_forged_dsa_key_not_paired(tmp_path: Path, ca: CertKey) -> None:
-    # A traditional DSA key file stores y beside x; copying a certificate's y next to another
-    # secret x must not make the certificate's key count as present.
+    # A traditional DSA key file stores the public value y beside the secret x. A file that
+    # copies a certificate's y next to another x must not count as the certificate's key.
     parameters = dsa.generate_parameters(1024)
     device_key = parameters.generate_private_key()
     cert = _dsa_device_certificate(ca, device_key)
@@ -450,8 +460,8 @@ def test_forged_dsa_key_not_paired(tmp_path: Path, ca: CertKey) -> None:
     domain = attacker.public_numbers.parameter_numbers
     stolen_y = device_key.public_key().public_numbers().y
     fields = (0, domain.p, domain.q, domain.g, stolen_y, attacker.x)
-    body = b"".join(_der_integer(value) for value in fields)
-    forged = b"\x30" + _der_length(len(body)) + body
+    body = b"".join(der_integer(value) for value in fields)
+    forged = b"\x30" + der_length(len(body)) + body
     key_pem = (
         b"-----BEGIN DSA PRIVATE KEY-----\n" + base64.encodebytes(forged) + b"-----END DSA PRIVATE KEY-----\n"
     )
@@ -492,28 +502,3 @@ def _dsa_device_certificate(ca: CertKey, device_key: dsa.DSAPrivateKey) -> x509.
         .not_valid_after(now + dt.timedelta(days=1))
         .sign(ca.key, hashes.SHA256())
     )
-
-
-def _der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(encoded)]) + encoded
-
-
-def _der_integer(value: int) -> bytes:
-    encoded = value.to_bytes(value.bit_length() // 8 + 1, "big")
-    return b"\x02" + _der_length(len(encoded)) + encoded
-
-
-@pytest.mark.parametrize("suffix", [b"\n", b"\r\n", b"\x00"])
-def test_der_with_trailing_bytes_reported(tmp_path: Path, ca: CertKey, suffix: bytes) -> None:
-    good = make_leaf(ca, "good")
-    good.write_cert(tmp_path / "good.pem")
-    (tmp_path / "device.der").write_bytes(make_leaf(ca, "device").cert_der() + suffix)
-
-    result = collect_pem([str(tmp_path)], [])
-
-    assert [cert.fingerprint_sha256 for cert in result.certificates] == [good.fingerprint]
-    (error,) = result.errors
-    assert (error.location, error.step) == (str(tmp_path / "device.der"), "load")

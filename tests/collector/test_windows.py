@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import pytest
 
-from collector.facts import Certificate, CollectionError, CollectionNote
+from collector.facts import CollectionError, CollectionNote
 from collector.signers import Signer
 from collector.sources import SourceResult, windows, windows_cryptoapi
 from collector.sources.windows import (
@@ -18,7 +17,6 @@ from collector.sources.windows import (
     NTE_PERM,
     NTE_SILENT_CONTEXT,
     SCARD_E_NO_SMARTCARD,
-    TRUST_STORES,
     KeyState,
     StoreEntry,
     StoreListing,
@@ -28,27 +26,20 @@ from collector.sources.windows import (
 )
 from collector.sources.windows_cryptoapi import CryptoApiBackend
 from collector.sources.windows_powershell import PowerShellBackend
-from tests.certgen import CertKey, make_leaf
+from tests.certgen import CertKey
 from tests.collector.windows_fakes import (
+    SYSTEM,
+    USER,
     FakeCryptoApi,
     FakeRunner,
     FakeStoreBackend,
     ListedCertificate,
     certificate_listing_output,
     install_fake_powershell,
+    only,
     path_with,
+    posix_only,
 )
-
-SYSTEM = TRUST_STORES["system"]
-USER = TRUST_STORES["user"]
-
-posix_only = pytest.mark.skipif(os.name != "posix", reason="the fake powershell.exe is a #! script")
-
-
-def only(result: SourceResult, cert_key: CertKey) -> Certificate:
-    matches = [cert for cert in result.certificates if cert.fingerprint_sha256 == cert_key.fingerprint]
-    assert len(matches) == 1, f"expected the certificate once, found {len(matches)}: {result}"
-    return matches[0]
 
 
 def collect_entries(
@@ -56,16 +47,6 @@ def collect_entries(
 ) -> SourceResult:
     backend = FakeStoreBackend({store: StoreListing(entries=list(entries))})
     return collect_windows([store], signers or [], backend=backend)
-
-
-@pytest.fixture(scope="module")
-def leaf(ca: CertKey) -> CertKey:
-    return make_leaf(ca, "pf2abc12_mycompany")
-
-
-@pytest.fixture(scope="module")
-def other_leaf(ca: CertKey) -> CertKey:
-    return make_leaf(ca, "second-device")
 
 
 # --- facts from store entries -------------------------------------------------------------------

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from collector.facts import Certificate
 from collector.signers import Signer
-from collector.sources import SourceResult, windows_cryptoapi
+from collector.sources import windows_cryptoapi
 from collector.sources.windows import (
     CERT_SYSTEM_STORE_CURRENT_USER,
     CERT_SYSTEM_STORE_LOCAL_MACHINE,
@@ -27,7 +26,6 @@ from collector.sources.windows import (
     NTE_PERM,
     NTE_SILENT_CONTEXT,
     SCARD_E_NO_SMARTCARD,
-    TRUST_STORES,
     KeyState,
     collect_windows,
 )
@@ -48,35 +46,18 @@ from collector.sources.windows_cryptoapi import (
     check_win32_result,
     load_crypto_api,
 )
-from tests.certgen import CertKey, make_leaf
+from tests.certgen import CertKey
 from tests.collector.windows_fakes import (
     NO_KEY,
+    SYSTEM,
+    USER,
     FakeCertificate,
     FakeCryptoApi,
     FakeKey,
     FakeStore,
     InjectedFailure,
+    only,
 )
-
-SYSTEM = TRUST_STORES["system"]
-USER = TRUST_STORES["user"]
-
-
-def only(result: SourceResult, cert_key: CertKey) -> Certificate:
-    matches = [cert for cert in result.certificates if cert.fingerprint_sha256 == cert_key.fingerprint]
-    assert len(matches) == 1, f"expected the certificate once, found {len(matches)}: {result}"
-    return matches[0]
-
-
-@pytest.fixture(scope="module")
-def leaf(ca: CertKey) -> CertKey:
-    return make_leaf(ca, "pf2abc12_mycompany")
-
-
-@pytest.fixture(scope="module")
-def other_leaf(ca: CertKey) -> CertKey:
-    return make_leaf(ca, "second-device")
-
 
 # --- CryptoAPI backend --------------------------------------------------------------------------
 

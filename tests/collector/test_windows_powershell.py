@@ -2,46 +2,26 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from collector.facts import Certificate
-from collector.sources import SourceResult, windows
+from collector.sources import windows
 from collector.sources.windows import TRUST_STORES, KeyState, StoreListing, collect_windows
 from collector.sources.windows_powershell import PowerShellBackend
-from tests.certgen import CertKey, make_leaf
+from tests.certgen import CertKey
 from tests.collector.windows_fakes import (
+    SYSTEM,
+    USER,
     FakeRunner,
     ListedCertificate,
     certificate_listing_output,
     install_fake_powershell,
+    only,
     path_with,
+    posix_only,
     powershell_output,
 )
-
-SYSTEM = TRUST_STORES["system"]
-USER = TRUST_STORES["user"]
-
-posix_only = pytest.mark.skipif(os.name != "posix", reason="the fake powershell.exe is a #! script")
-
-
-def only(result: SourceResult, cert_key: CertKey) -> Certificate:
-    matches = [cert for cert in result.certificates if cert.fingerprint_sha256 == cert_key.fingerprint]
-    assert len(matches) == 1, f"expected the certificate once, found {len(matches)}: {result}"
-    return matches[0]
-
-
-@pytest.fixture(scope="module")
-def leaf(ca: CertKey) -> CertKey:
-    return make_leaf(ca, "pf2abc12_mycompany")
-
-
-@pytest.fixture(scope="module")
-def other_leaf(ca: CertKey) -> CertKey:
-    return make_leaf(ca, "second-device")
-
 
 # --- PowerShell backend -------------------------------------------------------------------------
 

@@ -28,11 +28,16 @@ from ctypes import wintypes
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from collector.commands import CommandError, command_text
+from collector.facts import Certificate
+from collector.sources import SourceResult
 from collector.sources.windows import (
     CRYPT_E_NO_KEY_PROPERTY,
     CRYPT_E_NOT_FOUND,
     ERROR_MORE_DATA,
+    TRUST_STORES,
     StoreListing,
     TrustStore,
 )
@@ -44,6 +49,7 @@ from collector.sources.windows_cryptoapi import (
     CERT_STORE_PROV_SYSTEM_W,
     CryptoApiError,
 )
+from tests.certgen import CertKey
 
 X509_ASN_ENCODING = 1
 
@@ -426,3 +432,16 @@ def install_fake_powershell(
 def path_with(directory: Path) -> str:
     """Return PATH with ``directory`` first."""
     return f"{directory}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+SYSTEM = TRUST_STORES["system"]
+USER = TRUST_STORES["user"]
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="the fake powershell.exe is a #! script")
+
+
+def only(result: SourceResult, cert_key: CertKey) -> Certificate:
+    """Return the one certificate in ``result`` that is ``cert_key``'s, failing when there is not exactly one."""
+    matches = [cert for cert in result.certificates if cert.fingerprint_sha256 == cert_key.fingerprint]
+    assert len(matches) == 1, f"expected the certificate once, found {len(matches)}: {result}"
+    return matches[0]
