@@ -502,3 +502,16 @@ def _dsa_device_certificate(ca: CertKey, device_key: dsa.DSAPrivateKey) -> x509.
         .not_valid_after(now + dt.timedelta(days=1))
         .sign(ca.key, hashes.SHA256())
     )
+
+
+@pytest.mark.parametrize("suffix", [b"\n", b"\r\n", b"\x00"])
+def test_der_with_trailing_bytes_reported(tmp_path: Path, ca: CertKey, suffix: bytes) -> None:
+    good = make_leaf(ca, "good")
+    good.write_cert(tmp_path / "good.pem")
+    (tmp_path / "device.der").write_bytes(make_leaf(ca, "device").cert_der() + suffix)
+
+    result = collect_pem([str(tmp_path)], [])
+
+    assert [cert.fingerprint_sha256 for cert in result.certificates] == [good.fingerprint]
+    (error,) = result.errors
+    assert (error.location, error.step) == (str(tmp_path / "device.der"), "load")
