@@ -4,6 +4,10 @@ Exit codes: 0 every applicable rule passed, 1 a rule failed (or none applies),
 2 usage error or invalid input, 3 missing or invalid facts, a store or policy
 error, or output that cannot be written.
 Results go to stdout and diagnostics to stderr, so ``collect | evaluate`` stays clean.
+
+This module imports only what building the command tree needs. Each command
+imports its implementation in its body, so that ``--version`` and ``--help``
+load no command's code and ``collect`` does not load regorus.
 """
 
 from __future__ import annotations
@@ -13,25 +17,20 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 
-from certposture import __version__, decide, decisionlog, posture, posturelog
-from certposture.bundle import build_store_bundle
-from certposture.engine import check_policies, extra_policy_dirs
+from certposture import __version__
 from certposture.errors import CertpostureError, FactsError, InputError
-from certposture.explain import render_explanation
-from certposture.files import MAX_FACTS_INPUT, MAX_SMALL_INPUT, emit, read_input, write_atomically
-from certposture.report import FORMATS, printable, render_json, render_records_table, render_results_table
-from certposture.rules import parse_rules_document, validate_rules
-from certposture.signing import parse_signing_certificate
-from certposture.store import Store, resolve_home
+from certposture.report import FORMATS, printable
 from certposture.testcommand import test_command
-from certposture.watch import watch_check
-from collector.facts import Facts, dump_facts
-from collector.sources.pem import DEFAULT_MAX_CERTIFICATES_PER_FILE, DEFAULT_MAX_FILE_SIZE, PemLimits
+from collector.limits import DEFAULT_MAX_CERTIFICATES_PER_FILE, DEFAULT_MAX_FILE_SIZE
+
+if TYPE_CHECKING:
+    from certposture.store import Store
+    from collector.facts import Facts
+    from collector.sources.pem import PemLimits
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +57,8 @@ _state = _State()
 
 
 def _store() -> Store:
+    from certposture.store import Store, resolve_home
+
     if _state.home == "":
         raise InputError("--home is empty; give the store directory, or leave the option out")
     return Store(resolve_home(_state.home))
@@ -131,6 +132,10 @@ def ca_add(
     ] = None,
 ) -> None:
     """Store a signing certificate and print its record as JSON."""
+    from certposture.files import MAX_SMALL_INPUT, emit, read_input
+    from certposture.report import render_json
+    from certposture.signing import parse_signing_certificate
+
     if name is not None and not name.strip():
         raise InputError(
             "--name is empty; give a display name, or leave the option out to use the subject CN"
@@ -155,6 +160,9 @@ def ca_add(
 @ca_app.command("list")
 def ca_list(output_format: FormatOption = "json") -> None:
     """List stored signing certificates."""
+    from certposture.files import emit
+    from certposture.report import render_json, render_records_table
+
     records = _store().list_signing_certificates()
     if output_format == "table":
         emit(render_records_table(records, CA_COLUMNS).encode())
@@ -165,6 +173,9 @@ def ca_list(output_format: FormatOption = "json") -> None:
 @ca_app.command("show")
 def ca_show(certificate_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Print one signing certificate's record."""
+    from certposture.files import emit
+    from certposture.report import render_json
+
     emit(render_json(_store().get_signing_certificate(certificate_id)).encode())
 
 
@@ -179,6 +190,9 @@ def ca_remove(certificate_id: Annotated[str, typer.Argument(metavar="ID")]) -> N
 
 
 def _validated_rules(file: str) -> list[dict[str, Any]]:
+    from certposture.files import MAX_SMALL_INPUT, read_input
+    from certposture.rules import parse_rules_document, validate_rules
+
     store = _store()
     documents = parse_rules_document(read_input(file, MAX_SMALL_INPUT), file)
     rules, problems = validate_rules(documents, store.signing_certificate_exists)
@@ -192,6 +206,8 @@ def _validated_rules(file: str) -> list[dict[str, Any]]:
 @rules_app.command("add")
 def rules_add(file: Annotated[str, typer.Argument(help="JSON file with one rule or a list, or -.")]) -> None:
     """Validate and store rules; print their ids, one per line."""
+    from certposture.files import emit
+
     rules = _validated_rules(file)
     emit("".join(f"{rule_id}\n" for rule_id in _store().add_rules(rules)).encode())
 
@@ -208,6 +224,9 @@ def rules_validate(
 @rules_app.command("list")
 def rules_list(output_format: FormatOption = "json") -> None:
     """List stored rules in evaluation order."""
+    from certposture.files import emit
+    from certposture.report import render_json, render_records_table
+
     rules = _store().list_rules()
     if output_format == "table":
         flattened = [{**rule, **{key: rule["input"].get(key) for key in RULE_COLUMNS[3:]}} for rule in rules]
@@ -219,6 +238,9 @@ def rules_list(output_format: FormatOption = "json") -> None:
 @rules_app.command("show")
 def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Print one rule."""
+    from certposture.files import emit
+    from certposture.report import render_json
+
     emit(render_json(_store().get_rule(rule_id)).encode())
 
 
@@ -307,6 +329,8 @@ def _positive_integer(option: str, value: str, example: int) -> int:
 
 def _pem_limits(max_file_size: str | None, max_certificates_per_file: str | None) -> PemLimits:
     """Build the PEM and DER file limits from the collect options, with the defaults for options left out."""
+    from collector.sources.pem import PemLimits
+
     file_size = DEFAULT_MAX_FILE_SIZE
     if max_file_size is not None:
         file_size = _positive_integer("--max-file-size", max_file_size, DEFAULT_MAX_FILE_SIZE)
@@ -328,6 +352,8 @@ def _collect(
     pem_limits: PemLimits,
     rules: list[dict[str, Any]] | None = None,
 ) -> Facts:
+    from certposture import posture
+
     facts = posture.collect_facts(
         _store(),
         rules=rules,
@@ -372,6 +398,9 @@ def collect_command(
     ] = "json",
 ) -> None:
     """Collect client-certificate facts on this device and print them as JSON."""
+    from certposture.files import emit, write_atomically
+    from collector.facts import dump_facts
+
     pem_limits = _pem_limits(max_file_size, max_certificates_per_file)
     facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number, pem_limits)
     data = dump_facts(facts)
@@ -390,6 +419,10 @@ def _report(
     log_error: CertpostureError | None = None,
 ) -> None:
     """Print the results and errors, then exit; ``log_error`` (an unwritable decision log) makes the exit code 3."""
+    from certposture import posture
+    from certposture.files import emit
+    from certposture.report import render_json, render_results_table
+
     if output_format == "table":
         emit(render_results_table(document).encode())
     else:
@@ -417,6 +450,10 @@ def _evaluate_facts_file(
     facts_file: str, at: str | None, rule: str | None, policy: list[str] | None, explain: bool
 ) -> tuple[dict[str, Any], list[CertpostureError], Facts | None]:
     """Read and evaluate a facts file; return the results, the errors met and the facts (None if unreadable)."""
+    from certposture import posture
+    from certposture.engine import extra_policy_dirs
+    from certposture.files import MAX_FACTS_INPUT, read_input
+
     evaluated_at = posture.parse_time(at) if at is not None else None
     extra_policies = extra_policy_dirs(policy or [])
     facts = None
@@ -468,6 +505,8 @@ MaskDeviceOption = Annotated[
 
 def _decision_masks(decision_log: str | None, mask: list[str] | None, mask_device: bool) -> list[str]:
     """Check the decision-log options before evaluating, so a usage error writes nothing."""
+    from certposture import decisionlog
+
     if decision_log is None:
         if mask or mask_device:
             option = "--mask" if mask else "--mask-device"
@@ -486,6 +525,8 @@ def _log_results(
     evaluation_ns: int,
 ) -> CertpostureError | None:
     """Append the results to the posture log and the decision log; return the decision log's error, if any."""
+    from certposture import decisionlog, posture
+
     warning = posture.record_posture_log(_store(), document, facts)
     if warning is not None:
         typer.echo(f"warning: {printable(warning)}", err=True)
@@ -500,6 +541,86 @@ def _log_results(
     return None
 
 
+BatchOption = Annotated[
+    str | None,
+    typer.Option(
+        "--batch",
+        metavar="FILE|-",
+        help="Evaluate a fleet: JSON Lines with one facts document per line; print one result line per device.",
+    ),
+]
+JobsOption = Annotated[
+    str | None,
+    typer.Option("--jobs", metavar="N", help="With --batch: worker processes to evaluate with; default 1."),
+]
+
+
+def _evaluate_batch(
+    source: str,
+    *,
+    facts_file: str,
+    at: str | None,
+    rule: str | None,
+    policy: list[str] | None,
+    jobs: str | None,
+    output_format: str,
+    decision_log: str | None,
+) -> int:
+    """Run ``evaluate --batch``: check the options, evaluate every line, print the summary; return the exit code."""
+    from datetime import UTC, datetime
+
+    from certposture import batch, posture
+    from certposture.engine import extra_policy_dirs
+    from certposture.files import open_input
+    from certposture.progress import Progress
+
+    if facts_file != "-":
+        raise InputError(f"got FACTS {facts_file} and --batch {source}; give either FACTS or --batch")
+    if output_format != "json":
+        raise InputError("--batch writes JSON Lines, one result per device; leave out --format")
+    if decision_log is not None:
+        raise InputError(
+            "--decision-log is not supported with --batch; evaluate devices one by one to log decisions"
+        )
+    workers = 1 if jobs is None else _positive_integer("--jobs", jobs, 1)
+    if workers > batch.MAX_JOBS:
+        raise InputError(
+            f"--jobs {workers} is more than {batch.MAX_JOBS} worker processes; give at most the number of CPU cores"
+        )
+    evaluated_at = posture.parse_time(at) if at is not None else datetime.now(UTC)
+    extra_policies = extra_policy_dirs(policy or [])
+    store = _store()
+    rules, policy_dirs = posture.prepare_rules(store, rule, None, extra_policies)
+    settings = batch.BatchSettings(
+        rules=rules,
+        signing_certificates=store.list_signing_certificates(),
+        evaluated_at=evaluated_at,
+        policy_dirs=[str(directory) for directory in policy_dirs],
+    )
+    stream, size = open_input(source)
+    progress = Progress(sys.stderr if sys.stderr is not None and sys.stderr.isatty() else None, size)
+    with stream:
+        summary = batch.run_batch(stream, settings, jobs=workers, store=store, progress=progress)
+    for message in summary.error_messages:
+        typer.echo(f"error: {printable(message)}", err=True)
+    hidden = summary.errors - len(summary.error_messages)
+    if hidden > 0:
+        typer.echo(f"error: {hidden} more device(s) with errors; see their records' errors", err=True)
+    if summary.blank_lines:
+        typer.echo(f"note: {summary.blank_lines} blank line(s) skipped", err=True)
+    if summary.devices == 0:
+        typer.echo(
+            f"error: no facts documents in {source}; give JSON Lines with one document per line", err=True
+        )
+        return posture.EXIT_ERROR
+    typer.echo(
+        f"evaluated {summary.devices} device(s): {summary.passed} passed, {summary.failed} failed, "
+        f"{summary.errors} with errors",
+        err=True,
+    )
+    return summary.exit_code
+
+
 @app.command("evaluate")
 def evaluate_command(
     facts_file: FactsArgument = "-",
@@ -510,8 +631,29 @@ def evaluate_command(
     decision_log: DecisionLogOption = None,
     mask: MaskOption = None,
     mask_device: MaskDeviceOption = False,
+    batch: BatchOption = None,
+    jobs: JobsOption = None,
 ) -> None:
     """Evaluate facts against the stored rules, print the results and append them to the posture log."""
+    if batch is not None:
+        if mask or mask_device:
+            raise InputError(
+                "--mask and --mask-device apply to the decision log, which --batch does not write"
+            )
+        raise typer.Exit(
+            _evaluate_batch(
+                batch,
+                facts_file=facts_file,
+                at=at,
+                rule=rule,
+                policy=policy,
+                jobs=jobs,
+                output_format=output_format,
+                decision_log=decision_log,
+            )
+        )
+    if jobs is not None:
+        raise InputError("--jobs applies to --batch only; add --batch FILE, or leave out --jobs")
     masks = _decision_masks(decision_log, mask, mask_device)
     started = time.perf_counter_ns()
     document, errors, facts = _evaluate_facts_file(facts_file, at, rule, policy, explain=False)
@@ -539,6 +681,11 @@ def explain_command(
     ] = "text",
 ) -> None:
     """Show why each rule passes or fails: every candidate, every condition, expected beside actual."""
+    from certposture import posture
+    from certposture.explain import render_explanation
+    from certposture.files import emit
+    from certposture.report import render_json
+
     document, errors = _evaluate_file(facts_file, at, rule, policy, explain=True)
     if output_format == "json":
         emit(render_json(document).encode())
@@ -598,6 +745,12 @@ def logs_command(
     ] = None,
 ) -> None:
     """List the posture log: one record per rule result of each evaluate and check, oldest first."""
+    import orjson
+
+    from certposture import posturelog
+    from certposture.files import emit
+    from certposture.report import render_json, render_records_table
+
     for option, value in (("--rule", rule), ("--device", device), ("--since", since)):
         if value is not None and not value.strip():
             raise InputError(f"{option} is empty; give a value, or leave the option out")
@@ -655,6 +808,10 @@ def check_command(
     ] = None,
 ) -> None:
     """Collect facts on this device, evaluate them in one process and append the results to the posture log."""
+    from certposture import posture
+    from certposture.engine import extra_policy_dirs
+    from certposture.watch import watch_check
+
     if watch_rounds is not None and not watch:
         raise InputError("--watch-rounds applies only with --watch")
     pem_limits = _pem_limits(max_file_size, max_certificates_per_file)
@@ -721,6 +878,10 @@ def decide_command(
     output_format: FormatOption = "json",
 ) -> None:
     """Decide one request with Access policies or Gateway rules, from its identity and device posture."""
+    from certposture import decide, posture
+    from certposture.files import MAX_FACTS_INPUT, MAX_SMALL_INPUT, emit, read_input
+    from certposture.report import render_json
+
     if (access is None) == (gateway is None):
         raise InputError("give exactly one of --access FILE and --gateway FILE")
     if identity == "-" and posture_file == "-":
@@ -760,6 +921,10 @@ def bundle_command(
     ] = None,
 ) -> None:
     """Write an OPA bundle: the policies, the stored rules and the signing-certificate data."""
+    from certposture.bundle import build_store_bundle
+    from certposture.engine import check_policies, extra_policy_dirs
+    from certposture.files import emit, write_atomically
+
     if not output.strip():
         raise InputError("--output is empty; give the bundle's file name, or - for standard output")
     extra_policies = extra_policy_dirs(policy or [])

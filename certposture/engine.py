@@ -226,33 +226,59 @@ def build_config(
     return config
 
 
+class Evaluator:
+    """The policies and one configuration loaded into regorus once, for evaluating many facts documents.
+
+    Loading and parsing the policies costs far more than evaluating one
+    device, so a batch keeps one ``Evaluator`` and sets each device's facts
+    as the input in turn. After an evaluation fails, the engine is replaced
+    by a clone of the state before any input was set, so that one device's
+    failure cannot leave state behind for the next. Raises PolicyError when
+    the policies or the configuration cannot be loaded.
+    """
+
+    def __init__(self, config: dict[str, Any], policy_dirs: Sequence[Path] | None = None) -> None:
+        self.config = config
+        directories = list(policy_dirs) if policy_dirs is not None else [shipped_policy_dir()]
+        loaded = regorus.Engine()
+        load_policies(loaded, directories)
+        try:
+            loaded.add_data_json(orjson.dumps({CONFIG_ROOT: config}).decode())
+        except RuntimeError as error:
+            raise PolicyError(f"policy data cannot be loaded: {describe_engine_error(error)}") from None
+        except TypeError as error:
+            # orjson rejects integers beyond 64 bits, which the facts schema bounds but stored rules do not.
+            raise PolicyError(f"policy input cannot be encoded as JSON: {error}") from None
+        self._pristine = loaded
+        self._engine = loaded.clone()
+
+    def evaluate(self, facts: Facts) -> list[dict[str, Any]]:
+        """Evaluate ``facts`` against every rule of the configuration; return one result per rule, in rule order."""
+        try:
+            self._engine.set_input_json(orjson.dumps(facts.model_dump(mode="json")).decode())
+            # As JSON, because eval_rule fails to convert some values to Python ("not an i64" for 1e308).
+            raw_json = self._engine.eval_rule_as_json(RESULTS_QUERY)
+        except RuntimeError as error:
+            self._engine = self._pristine.clone()
+            raise PolicyError(f"policy evaluation failed: {describe_engine_error(error)}") from None
+        except TypeError as error:
+            raise PolicyError(f"policy input cannot be encoded as JSON: {error}") from None
+        try:
+            # regorus writes an undefined rule as this JSON string.
+            raw = None if raw_json.strip() == '"<undefined>"' else orjson.loads(raw_json)
+        except orjson.JSONDecodeError as error:
+            raise PolicyError(f"policy results are not valid JSON: {error}") from None
+
+        results = _check_results(raw, self.config["rules"])
+        logger.debug("evaluated %d rule(s)", len(results))
+        return results
+
+
 def evaluate(
     facts: Facts, config: dict[str, Any], policy_dirs: Sequence[Path] | None = None
 ) -> list[dict[str, Any]]:
     """Evaluate ``facts`` against every rule in ``config``; return one result per rule, in rule order."""
-    directories = list(policy_dirs) if policy_dirs is not None else [shipped_policy_dir()]
-    engine = regorus.Engine()
-    load_policies(engine, directories)
-
-    try:
-        engine.add_data_json(orjson.dumps({CONFIG_ROOT: config}).decode())
-        engine.set_input_json(orjson.dumps(facts.model_dump(mode="json")).decode())
-        # As JSON, because eval_rule fails to convert some values to Python ("not an i64" for 1e308).
-        raw_json = engine.eval_rule_as_json(RESULTS_QUERY)
-    except RuntimeError as error:
-        raise PolicyError(f"policy evaluation failed: {describe_engine_error(error)}") from None
-    except TypeError as error:
-        # orjson rejects integers beyond 64 bits, which the facts schema bounds but stored rules do not.
-        raise PolicyError(f"policy input cannot be encoded as JSON: {error}") from None
-    try:
-        # regorus writes an undefined rule as this JSON string.
-        raw = None if raw_json.strip() == '"<undefined>"' else orjson.loads(raw_json)
-    except orjson.JSONDecodeError as error:
-        raise PolicyError(f"policy results are not valid JSON: {error}") from None
-
-    results = _check_results(raw, config["rules"])
-    logger.debug("evaluated %d rule(s)", len(results))
-    return results
+    return Evaluator(config, policy_dirs).evaluate(facts)
 
 
 def _check_results(raw: Any, rules: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from certposture.errors import CertpostureError, InputError
 
@@ -30,17 +31,38 @@ class OutputError(CertpostureError):
 
 def read_input(source: str, max_bytes: int) -> bytes:
     """Read a regular file, or standard input for ``-``, of at most ``max_bytes`` bytes."""
-    if source == "":
-        raise InputError("input file name is empty; give a FILE, or - for standard input")
+    handle, size = open_input(source)
+    if size is not None and size > max_bytes:
+        handle.close()
+        raise InputError(f"{source} is {size} bytes, larger than {max_bytes}; check the path")
     if source == "-":
-        if sys.stdin.isatty():
-            raise InputError("reading from standard input, but it is a terminal; pipe data in or give a FILE")
-        data = sys.stdin.buffer.read(max_bytes + 1)
+        data = handle.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise InputError(f"standard input is larger than {max_bytes} bytes; pass a smaller document")
         if not data:
             raise InputError("standard input is empty; if it comes from a pipe, check the command before it")
         return data
+    with handle:
+        try:
+            return handle.read(max_bytes + 1)[:max_bytes]
+        except OSError as error:
+            raise InputError(f"cannot read {source}: {error.strerror}; check the path") from None
+
+
+def open_input(source: str) -> tuple[BinaryIO, int | None]:
+    """Open a regular file, or standard input for ``-``, for reading; return it and the file's size.
+
+    The size is None for standard input. Raises InputError for an empty name,
+    a terminal on standard input, a missing file, a folder or a special file.
+    """
+    if source == "":
+        raise InputError("input file name is empty; give a FILE, or - for standard input")
+    if source == "-":
+        if sys.stdin is None:
+            raise InputError("standard input is closed; pipe data in or give a FILE")
+        if sys.stdin.isatty():
+            raise InputError("reading from standard input, but it is a terminal; pipe data in or give a FILE")
+        return sys.stdin.buffer, None
 
     try:
         # O_NONBLOCK keeps open() from waiting for a writer when the path is a FIFO.
@@ -56,16 +78,10 @@ def read_input(source: str, max_bytes: int) -> bytes:
         problem = f"{source} is a directory; give a file"
     elif not stat.S_ISREG(info.st_mode):
         problem = f"{source} is not a regular file; give a file"
-    elif info.st_size > max_bytes:
-        problem = f"{source} is {info.st_size} bytes, larger than {max_bytes}; check the path"
     if problem is not None:
         os.close(descriptor)
         raise InputError(problem)
-    with os.fdopen(descriptor, "rb") as handle:
-        try:
-            return handle.read(max_bytes + 1)[:max_bytes]
-        except OSError as error:
-            raise InputError(f"cannot read {source}: {error.strerror}; check the path") from None
+    return os.fdopen(descriptor, "rb"), info.st_size
 
 
 def write_atomically(path: str, data: bytes) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from certposture import engine, posturelog
+from certposture import posturelog
 from certposture.errors import CertpostureError, FactsError, InputError, StoreError
 from certposture.store import Store
 from collector.collect import Locations, collect
@@ -221,6 +221,101 @@ def parse_time(value: str) -> datetime:
     return parsed
 
 
+class PostureEvaluator:
+    """Evaluates facts documents against fixed rules, signing certificates and time, loading the policies once.
+
+    The rules are evaluated together. When that fails for a device, each rule
+    is evaluated on its own, so that only the rules that fail to evaluate are
+    reported as ``error``. Engines are built when first needed and kept, and
+    an engine that cannot be built is remembered as the error for every
+    device.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[dict[str, Any]],
+        signing_certificates: Sequence[dict[str, Any]],
+        evaluated_at: datetime,
+        policy_dirs: Sequence[Path],
+        *,
+        explain: bool = False,
+    ) -> None:
+        self.rules = list(rules)
+        self.evaluated_at = evaluated_at
+        self._signing_certificates = list(signing_certificates)
+        self._policy_dirs = list(policy_dirs)
+        self._explain = explain
+        self._evaluators: dict[int | None, Any] = {}
+
+    def _evaluator(self, index: int | None) -> Any:
+        """Return the engine for every rule (``index`` None) or for rule ``index`` alone; raise its build error."""
+        from certposture import engine
+
+        if index not in self._evaluators:
+            rules = self.rules if index is None else [self.rules[index]]
+            try:
+                config = engine.build_config(
+                    rules, self._signing_certificates, self.evaluated_at, explain=self._explain
+                )
+                self._evaluators[index] = engine.Evaluator(config, self._policy_dirs)
+            except CertpostureError as error:
+                self._evaluators[index] = error
+        built = self._evaluators[index]
+        if isinstance(built, CertpostureError):
+            raise built
+        return built
+
+    def evaluate(self, facts: Facts) -> tuple[list[dict[str, Any]], list[CertpostureError]]:
+        """Return one result per rule, in rule order, and the errors met; an error is a result with status error."""
+        try:
+            return self._evaluator(None).evaluate(facts), []
+        except CertpostureError:
+            pass
+        results: list[dict[str, Any]] = []
+        errors: list[CertpostureError] = []
+        for index, rule in enumerate(self.rules):
+            try:
+                results.extend(self._evaluator(index).evaluate(facts))
+            except CertpostureError as rule_error:
+                errors.append(rule_error)
+                results.append(error_result(rule, rule_error))
+        return results, errors
+
+    def document(self, facts: Facts | None, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """Build the results document that ``evaluate`` prints for one device."""
+        return results_document(self.evaluated_at, facts, results)
+
+
+def results_document(
+    evaluated_at: datetime, facts: Facts | None, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Build the results document: evaluation time, collection time, device and results."""
+    device: dict[str, str | None] = {"hostname": None, "serial_number": None}
+    if facts is not None:
+        device = {"hostname": facts.device.hostname, "serial_number": facts.device.serial_number}
+    document: dict[str, Any] = {"evaluated_at": format_utc(evaluated_at)}
+    if facts is not None:
+        # When the device was observed: decisions measure a result's age from here, so evaluating
+        # old facts again does not make them fresh.
+        document["collected_at"] = format_utc(facts.collected_at)
+    document.update(device=device, results=results)
+    return document
+
+
+def prepare_rules(
+    store: Store, rule_id: str | None, rules: Sequence[dict[str, Any]] | None, extra_policies: Sequence[Path]
+) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Select the rules and check the extra policies; return the rules and every policy folder to load."""
+    from certposture import engine
+
+    selected = list(rules) if rules is not None else select_rules(store, rule_id)
+    if not selected:
+        raise InputError("no rules stored; add one with `certposture rules add FILE`")
+    if extra_policies:
+        engine.check_policies(extra_policies)
+    return selected, [engine.shipped_policy_dir(), *extra_policies]
+
+
 def evaluate_facts(
     store: Store,
     facts: Facts | None,
@@ -242,44 +337,20 @@ def evaluate_facts(
     rule is evaluated on its own, so that only the rules that fail to evaluate
     are reported as ``error``.
     """
-    rules = list(rules) if rules is not None else select_rules(store, rule_id)
-    if not rules:
-        raise InputError("no rules stored; add one with `certposture rules add FILE`")
-    policy_dirs = [engine.shipped_policy_dir(), *extra_policies]
-    if extra_policies:
-        engine.check_policies(extra_policies)
+    rules, policy_dirs = prepare_rules(store, rule_id, rules, extra_policies)
     evaluated_at = at or datetime.now(UTC)
-    device: dict[str, str | None] = {"hostname": None, "serial_number": None}
-    if facts is not None:
-        device = {"hostname": facts.device.hostname, "serial_number": facts.device.serial_number}
 
     errors: list[CertpostureError] = []
     if facts is None:
         error = facts_error or FactsError("no facts to evaluate")
         errors.append(error)
-        results = [_error_result(rule, error) for rule in rules]
+        results = [error_result(rule, error) for rule in rules]
     else:
-        signing_certificates = store.list_signing_certificates()
-        try:
-            config = engine.build_config(rules, signing_certificates, evaluated_at, explain=explain)
-            results = engine.evaluate(facts, config, policy_dirs)
-        except CertpostureError:
-            results = []
-            for rule in rules:
-                try:
-                    config = engine.build_config([rule], signing_certificates, evaluated_at, explain=explain)
-                    results.extend(engine.evaluate(facts, config, policy_dirs))
-                except CertpostureError as rule_error:
-                    errors.append(rule_error)
-                    results.append(_error_result(rule, rule_error))
-
-    document: dict[str, Any] = {"evaluated_at": format_utc(evaluated_at)}
-    if facts is not None:
-        # When the device was observed: decisions measure a result's age from here, so evaluating
-        # old facts again does not make them fresh.
-        document["collected_at"] = format_utc(facts.collected_at)
-    document.update(device=device, results=results)
-    return document, errors
+        evaluator = PostureEvaluator(
+            rules, store.list_signing_certificates(), evaluated_at, policy_dirs, explain=explain
+        )
+        results, errors = evaluator.evaluate(facts)
+    return results_document(evaluated_at, facts, results), errors
 
 
 def record_posture_log(store: Store, document: dict[str, Any], facts: Facts | None) -> str | None:
@@ -296,7 +367,7 @@ def record_posture_log(store: Store, document: dict[str, Any], facts: Facts | No
     return None
 
 
-def _error_result(rule: dict[str, Any], error: CertpostureError) -> dict[str, Any]:
+def error_result(rule: dict[str, Any], error: CertpostureError) -> dict[str, Any]:
     return {
         "rule_id": rule["id"],
         "rule_name": rule.get("name"),

@@ -114,22 +114,27 @@ def record_results(
     Raises StoreError when the store is read-only or cannot be written, and
     the caller decides whether that fails the evaluation.
     """
-    records = build_records(document, facts, rules)
-    if not records:
+    rows = build_rows(document, facts, rules)
+    if not rows:
         return 0
-    store.append_posture_log(
-        [
-            PostureLogRow(
-                timestamp_us=_epoch_microseconds(_parse_timestamp(record["timestamp"])),
-                rule_id=record["rule_id"],
-                device_name=record["device_name"],
-                passed=record["passed"],
-                record=orjson.dumps(record).decode(),
-            )
-            for record in records
-        ]
-    )
-    return len(records)
+    store.append_posture_log(rows)
+    return len(rows)
+
+
+def build_rows(
+    document: dict[str, Any], facts: Facts | None, rules: Sequence[dict[str, Any]]
+) -> list[PostureLogRow]:
+    """Build the posture-log rows of ``document``, one per result, ready for ``Store.append_posture_log``."""
+    return [
+        PostureLogRow(
+            timestamp_us=_epoch_microseconds(_parse_timestamp(record["timestamp"])),
+            rule_id=record["rule_id"],
+            device_name=record["device_name"],
+            passed=record["passed"],
+            record=orjson.dumps(record).decode(),
+        )
+        for record in build_records(document, facts, rules)
+    ]
 
 
 def query(

@@ -5,6 +5,9 @@ cli.py registers :func:`test_command`. Exit codes: 0 when every test passed
 below ``--threshold``, 1 when a file cannot be loaded or an argument value is
 invalid. Typer's own usage errors keep the CLI-wide exit code 2, and an
 unwritable standard output the CLI-wide exit code 3.
+
+cli.py imports this module to build its command tree, so the Rego runner and
+regorus are imported inside the functions that run tests.
 """
 
 from __future__ import annotations
@@ -12,17 +15,15 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from certposture.engine import check_policies, policy_files, shipped_policy_dir
 from certposture.errors import CertpostureError, PolicyError
-from certposture.files import emit
-from certposture.regofiles import RegoLoadError
-from certposture.regotest import CoverageReport, load_suite
 from certposture.report import printable
-from certposture.testreport import TEST_FORMATS, render_json, render_junit, render_pretty
+
+if TYPE_CHECKING:
+    from certposture.regotest import CoverageReport
 
 EXIT_PASSED = 0
 EXIT_LOAD_ERROR = 1
@@ -98,6 +99,10 @@ def test_command(
     An unknown option or a missing option value exits 2, and an unwritable
     standard output exits 3, as in every certposture command.
     """
+    from certposture.files import emit
+    from certposture.regotest import load_suite
+    from certposture.testreport import TEST_FORMATS, render_json, render_junit, render_pretty
+
     if output_format not in TEST_FORMATS:
         raise TestArgumentError(
             f"--format {output_format!r} is not a format; choose one of: {', '.join(TEST_FORMATS)}"
@@ -155,6 +160,9 @@ def _compile_run_pattern(text: str) -> re.Pattern[str]:
 
 def _check_against_shipped(paths: list[Path]) -> None:
     """Apply the checks of --policy to the policy files under test, so that test and evaluate agree."""
+    from certposture.engine import check_policies
+    from certposture.regofiles import RegoLoadError
+
     try:
         check_policies(paths)
     except PolicyError as error:
@@ -162,6 +170,9 @@ def _check_against_shipped(paths: list[Path]) -> None:
 
 
 def _shipped_files() -> list[Path]:
+    from certposture.engine import policy_files, shipped_policy_dir
+    from certposture.regofiles import RegoLoadError
+
     try:
         return policy_files([shipped_policy_dir()])
     except PolicyError as error:

@@ -623,6 +623,7 @@ class SecretsScanPlugin:
         self._patches.wrap_function("certposture.cli", "main", make_main)
 
     def _capture_domain_outputs(self) -> None:
+        import certposture.engine
         import collector.facts
         from certposture.errors import CertpostureError
         from certposture.store import Store
@@ -668,11 +669,15 @@ class SecretsScanPlugin:
             "evaluate_facts",
             capturing("results from posture.evaluate_facts", lambda returned, _: orjson.dumps(returned[0])),
         )
-        patches.wrap_function(
-            "certposture.engine",
-            "evaluate",
-            capturing("policy results from engine.evaluate", lambda results, _: orjson.dumps(results)),
-        )
+        original_evaluate = certposture.engine.Evaluator.evaluate
+
+        @functools.wraps(original_evaluate)
+        def evaluate(evaluator: Any, facts: Any) -> Any:
+            results = original_evaluate(evaluator, facts)
+            scanner.capture("policy results from engine.Evaluator", orjson.dumps(results))
+            return results
+
+        patches.set_attribute(certposture.engine.Evaluator, "evaluate", evaluate)
         patches.wrap_function(
             "certposture.decisionlog",
             "append_event",

@@ -250,14 +250,14 @@ def test_facts_directory_fails_closed(setup: Setup) -> None:
 
 def test_policy_error_isolated_to_rule(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     setup.add_rule("boom")
-    original = engine.evaluate
+    original = engine.Evaluator.evaluate
 
-    def failing_for_boom(facts: Any, config: dict[str, Any], policy_dirs: Any = None) -> list[dict[str, Any]]:
-        if any(rule["name"] == "boom" for rule in config["rules"]):
+    def failing_for_boom(evaluator: engine.Evaluator, facts: Any) -> list[dict[str, Any]]:
+        if any(rule["name"] == "boom" for rule in evaluator.config["rules"]):
             raise PolicyError("policy evaluation failed: simulated")
-        return original(facts, config, policy_dirs)
+        return original(evaluator, facts)
 
-    monkeypatch.setattr(engine, "evaluate", failing_for_boom)
+    monkeypatch.setattr(engine.Evaluator, "evaluate", failing_for_boom)
     code, document, err = setup.evaluate(setup.facts())
     assert code == 3
     assert [result["status"] for result in document["results"]] == ["passed", "error"]

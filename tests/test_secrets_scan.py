@@ -235,7 +235,7 @@ def test_capture_points_see_cli_outputs(tmp_path: Path, capsys: pytest.CaptureFi
         "file written with -o",
         "CollectionError message",
         "results from posture.evaluate_facts",
-        "policy results from engine.evaluate",
+        "policy results from engine.Evaluator",
         "posture-log record",
         "decision-log event",
         "log record certposture.test DEBUG",
@@ -286,7 +286,7 @@ def test_leak_in_cli_output_is_found(
     def parse_with_leak(raw: bytes, source: str) -> None:
         raise InputError(f"{source} is not a certificate: {raw.decode()}")
 
-    monkeypatch.setattr("certposture.cli.parse_signing_certificate", parse_with_leak)
+    monkeypatch.setattr("certposture.signing.parse_signing_certificate", parse_with_leak)
     assert main(["--home", str(tmp_path / "home"), "ca", "add", str(key_file)]) == 2
     capsys.readouterr()
     findings = session_scanner().take_findings()

@@ -44,6 +44,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from collector.facts import CertificateSource, CollectionError, PrivateKey
+from collector.limits import DEFAULT_MAX_CERTIFICATES_PER_FILE as DEFAULT_MAX_CERTIFICATES_PER_FILE
+from collector.limits import DEFAULT_MAX_FILE_SIZE as DEFAULT_MAX_FILE_SIZE
 from collector.signers import Signer
 from collector.sources import SourceResult
 from collector.x509facts import (
@@ -59,19 +61,6 @@ from collector.x509facts import (
 logger = logging.getLogger(__name__)
 
 SOURCE = "pem"
-
-# Certificate and key files are a few KiB, and a chain with many certificates
-# stays well below this. Larger files are skipped so that a mistyped path (a log, a
-# disk image) is not read into memory.
-DEFAULT_MAX_FILE_SIZE = 1024 * 1024
-
-# The largest PEM files in normal use are CA bundles, such as Debian 12's
-# /etc/ssl/certs/ca-certificates.crt with 144 certificates, and a client
-# certificate file contains a chain of a few. Each certificate costs a signature
-# check per stored signing certificate and adds an entry to the facts. A 1 MiB
-# file can contain a few thousand small certificates, so this limit is the one
-# that bounds the work per file.
-DEFAULT_MAX_CERTIFICATES_PER_FILE = 1_000
 
 # A directory scan stops after this many files, so that a path such as / is
 # reported instead of walking the whole file system.
