@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ class Signer:
 
     id: str
     certificate: x509.Certificate
+
+    @functools.cached_property
+    def subject_der(self) -> bytes | None:
+        """The subject name re-encoded as DER, computed once; None when it cannot be read."""
+        try:
+            return self.certificate.subject.public_bytes()
+        except ValueError as exc:
+            logger.debug("subject of signer %s cannot be read: %s", self.id, exc)
+            return None
 
 
 @dataclass(frozen=True)
@@ -82,11 +92,7 @@ def _subject_is(signer: Signer, issuer: bytes) -> bool:
     the encoded names as they were read. Where a non-DER encoding makes the two
     differ, the signer is recorded as unsupported with cryptography's message.
     """
-    try:
-        return signer.certificate.subject.public_bytes() == issuer
-    except ValueError as exc:
-        logger.debug("subject of signer %s cannot be read: %s", signer.id, exc)
-        return False
+    return signer.subject_der == issuer
 
 
 def _verify(cert: x509.Certificate, signer: Signer) -> UnverifiedSigner | None:

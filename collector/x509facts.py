@@ -178,6 +178,24 @@ def public_key_der(cert: x509.Certificate) -> bytes | None:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+# Most certificates in one place share a few issuers, and formatting a name as
+# RFC 4514 text is slow in cryptography, so the text of each issuer is kept.
+_ISSUER_DNS: dict[bytes, str] = {}
+_ISSUER_DNS_KEPT = 1024
+
+
+def _issuer_dn(name: x509.Name) -> str:
+    """Format an issuer name as RFC 4514 text, reusing the text of a name seen before."""
+    key = name.public_bytes()
+    text = _ISSUER_DNS.get(key)
+    if text is None:
+        text = name.rfc4514_string()
+        if len(_ISSUER_DNS) >= _ISSUER_DNS_KEPT:
+            _ISSUER_DNS.clear()
+        _ISSUER_DNS[key] = text
+    return text
+
+
 def _common_names(name: x509.Name) -> list[str]:
     values: list[str] = []
     for attribute in name.get_attributes_for_oid(NameOID.COMMON_NAME):
@@ -288,7 +306,7 @@ def _certificate_facts(
 
     try:
         subject = Name(dn=cert.subject.rfc4514_string(), common_names=_common_names(cert.subject))
-        issuer = IssuerName(dn=cert.issuer.rfc4514_string())
+        issuer = IssuerName(dn=_issuer_dn(cert.issuer))
     except ValueError as exc:
         raise CertificateError("names", f"{prefix}: invalid subject or issuer name: {exc}") from exc
 
