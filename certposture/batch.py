@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
+import multiprocessing.context
+import os
 import signal
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +51,8 @@ CHUNK_BYTES = 1024 * 1024
 # Chunks in flight per worker: enough to keep each worker busy while the
 # parent writes, few enough that memory does not grow with the input.
 CHUNKS_PER_JOB = 3
+# The fix named when a line is not JSON: most often the documents were pretty-printed.
+JSON_LINE_FIX = "put each whole facts document on one line, for example with `jq -c .`"
 # More workers than this is a typing mistake, not a machine's core count.
 MAX_JOBS = 256
 # Posture-log rows are appended in one transaction per this many devices.
@@ -90,6 +97,8 @@ class BatchSummary:
     blank_lines: int = 0
     exit_code: int = posture.EXIT_PASSED
     error_messages: list[str] = field(default_factory=list)
+    messages: int = 0
+    warning: str | None = None
 
     def add(self, outcome: LineOutcome) -> None:
         self.devices += 1
@@ -100,6 +109,7 @@ class BatchSummary:
         else:
             self.passed += 1
         self.exit_code = max(self.exit_code, outcome.exit_code)
+        self.messages += len(outcome.errors)
         for message in outcome.errors:
             if len(self.error_messages) < SHOWN_ERRORS:
                 self.error_messages.append(message)
@@ -124,7 +134,7 @@ class LineEvaluator:
         try:
             if isinstance(payload, str):
                 raise FactsError(payload)
-            facts = posture.parse_facts(payload, f"line {line}")
+            facts = posture.parse_facts(payload, f"line {line}", JSON_LINE_FIX)
             results, errors = self._posture.evaluate(facts)
         except CertpostureError as error:
             errors = [error]
@@ -190,27 +200,81 @@ def run_batch(
     store: Store,
     progress: Progress,
 ) -> BatchSummary:
-    """Evaluate every line of ``stream`` and write the records to standard output in input order."""
+    """Evaluate every line of ``stream`` and write the records to standard output in input order.
+
+    A device's rows go to the posture log only once its record is written, so
+    that after an interruption the log and the output hold the same devices.
+    SIGTERM stops the run like Ctrl-C, after the worker processes are ended
+    and the log is written, and raises :class:`Terminated`.
+    """
     summary = BatchSummary()
     log = _PostureLogWriter(store)
-    pending: list[bytes] = []
+    pending: list[LineOutcome] = []
+    _stop.requested = False
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
         for outcome in _outcomes(stream, settings, jobs, summary):
             summary.add(outcome)
-            pending.append(outcome.record)
-            log.add(outcome)
+            pending.append(outcome)
             progress.update(summary.devices, outcome.size, summary.errors)
             if len(pending) >= CHUNK_LINES:
-                emit(b"".join(pending))
-                pending.clear()
-        if pending:
-            emit(b"".join(pending))
+                _write(pending, log)
+        _write(pending, log)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         log.flush()
         progress.finish(summary.devices, summary.errors)
-    if log.warning is not None:
-        summary.error_messages.append(log.warning)
+        summary.warning = log.warning
     return summary
+
+
+def _write(outcomes: list[LineOutcome], log: _PostureLogWriter) -> None:
+    """Write the records, then hand their rows to the posture log; a record not written is not logged.
+
+    SIGTERM waits until both are done, so that no record is cut short.
+    """
+    if not outcomes:
+        return
+    _stop.writing = True
+    try:
+        emit(b"".join(outcome.record for outcome in outcomes))
+        for outcome in outcomes:
+            log.add(outcome)
+        outcomes.clear()
+    finally:
+        _stop.writing = False
+    if _stop.requested:
+        raise _terminated()
+
+
+class Terminated(CertpostureError):
+    """SIGTERM stopped the batch (exit code 143, as a shell reports a process that SIGTERM ended)."""
+
+    exit_code = 143
+
+
+class _StopState:
+    writing = False
+    requested = False
+
+
+_stop = _StopState()
+
+
+def _terminated() -> Terminated:
+    return Terminated("stopped by SIGTERM; the records written so far are complete and in the posture log")
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    if _stop.writing:
+        _stop.requested = True
+        return
+    raise _terminated()
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _outcomes(
@@ -251,24 +315,64 @@ def _chunks(lines: Iterator[tuple[int, bytes | str]]) -> Iterator[list[tuple[int
 def _parallel_outcomes(
     lines: Iterator[tuple[int, bytes | str]], settings: BatchSettings, jobs: int
 ) -> Iterator[LineOutcome]:
-    # spawn, not fork: the parent holds an open SQLite connection, which a forked child must not share.
-    context = multiprocessing.get_context("spawn")
     in_flight: collections.deque[tuple[int, concurrent.futures.Future[list[LineOutcome]]]] = (
         collections.deque()
     )
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(settings,)
-    ) as pool:
-        try:
-            for chunk in _chunks(lines):
-                in_flight.append((chunk[0][0], pool.submit(_evaluate_chunk, chunk)))
-                if len(in_flight) >= jobs * CHUNKS_PER_JOB:
-                    yield from _collect(in_flight.popleft())
-            while in_flight:
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=_QuietSpawnContext(),
+        initializer=_start_worker,
+        initargs=(settings, os.getpid()),
+    )
+    try:
+        for chunk in _chunks(lines):
+            in_flight.append((chunk[0][0], pool.submit(_evaluate_chunk, chunk)))
+            if len(in_flight) >= jobs * CHUNKS_PER_JOB:
                 yield from _collect(in_flight.popleft())
+        while in_flight:
+            yield from _collect(in_flight.popleft())
+    except BaseException:
+        # Ctrl-C, SIGTERM, a closed output or a dead worker: end the workers now instead of
+        # waiting for their chunks, so that none is left running.
+        _end_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _end_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    # The executor has no public way to stop its processes at once; _processes is the table it keeps.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join(timeout=5)
+
+
+class _QuietSpawnProcess(multiprocessing.context.SpawnProcess):
+    """A spawned worker that ignores SIGINT from its first instruction: the parent alone handles Ctrl-C.
+
+    An ignored signal stays ignored across exec, and Python then installs no
+    KeyboardInterrupt handler, so a Ctrl-C during a worker's imports cannot
+    kill it halfway with a traceback.
+    """
+
+    def start(self) -> None:
+        if not _in_main_thread():
+            super().start()
+            return
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            super().start()
         finally:
-            for _, future in in_flight:
-                future.cancel()
+            signal.signal(signal.SIGINT, previous)
+
+
+class _QuietSpawnContext(multiprocessing.context.SpawnContext):
+    # spawn, not fork: the parent holds an open SQLite connection, which a forked child must not share.
+    Process = _QuietSpawnProcess
 
 
 def _collect(entry: tuple[int, concurrent.futures.Future[list[LineOutcome]]]) -> list[LineOutcome]:
@@ -278,19 +382,27 @@ def _collect(entry: tuple[int, concurrent.futures.Future[list[LineOutcome]]]) ->
     except concurrent.futures.process.BrokenProcessPool:
         raise CertpostureError(
             f"a worker process stopped while evaluating the chunk starting at line {first_line}; "
-            "the records before it were written. Rerun from that line, or with --jobs 1 to see the error"
+            f"the records before it were written. Evaluate the lines from {first_line} on again "
+            f"(tail -n +{first_line} FILE, whose records then count lines from 1), or with --jobs 1 to see the error"
         ) from None
 
 
 _worker: LineEvaluator | None = None
 
 
-def _start_worker(settings: BatchSettings) -> None:
+def _start_worker(settings: BatchSettings, parent: int) -> None:
     # One evaluator per worker process, built once by the pool's initializer.
     global _worker
-    # Ctrl-C reaches every process of the terminal's group; the parent alone handles it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _worker = LineEvaluator(settings)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone (killed with SIGKILL, say), instead of waiting on a dead pipe."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _evaluate_chunk(chunk: Sequence[tuple[int, bytes | str]]) -> list[LineOutcome]:

@@ -585,7 +585,7 @@ def _evaluate_batch(
     workers = 1 if jobs is None else _positive_integer("--jobs", jobs, 1)
     if workers > batch.MAX_JOBS:
         raise InputError(
-            f"--jobs {workers} is more than {batch.MAX_JOBS} worker processes; give at most the number of CPU cores"
+            f"--jobs {workers} is more than {batch.MAX_JOBS} worker processes; give about the number of CPU cores"
         )
     evaluated_at = posture.parse_time(at) if at is not None else datetime.now(UTC)
     extra_policies = extra_policy_dirs(policy or [])
@@ -603,9 +603,13 @@ def _evaluate_batch(
         summary = batch.run_batch(stream, settings, jobs=workers, store=store, progress=progress)
     for message in summary.error_messages:
         typer.echo(f"error: {printable(message)}", err=True)
-    hidden = summary.errors - len(summary.error_messages)
+    hidden = summary.messages - len(summary.error_messages)
     if hidden > 0:
-        typer.echo(f"error: {hidden} more device(s) with errors; see their records' errors", err=True)
+        typer.echo(
+            f"error: {hidden} more error message(s); each is in its device's record under errors", err=True
+        )
+    if summary.warning is not None:
+        typer.echo(f"warning: {printable(summary.warning)}", err=True)
     if summary.blank_lines:
         typer.echo(f"note: {summary.blank_lines} blank line(s) skipped", err=True)
     if summary.devices == 0:

@@ -133,7 +133,14 @@ def emit(data: bytes) -> None:
         # Python sets sys.stdout to None when the process starts with file descriptor 1 closed.
         raise OutputError("standard output is closed, so the output cannot be written; run without >&-")
     try:
-        sys.stdout.buffer.write(data)
+        # BufferedWriter.write can return a short count when a signal handler ran during a
+        # partial write to a pipe (CPython 3.11), so write until every byte is out.
+        remaining = data
+        while remaining:
+            written = sys.stdout.buffer.write(remaining)
+            if not written:
+                raise OutputError("standard output accepted no bytes, so the output cannot be written")
+            remaining = remaining[written:]
         sys.stdout.flush()
     except BrokenPipeError:
         _discard_stdout()

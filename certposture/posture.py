@@ -169,16 +169,17 @@ def select_rules(store: Store, rule_id: str | None) -> list[dict[str, Any]]:
     return [store.get_rule(rule_id)]
 
 
-def parse_facts(raw: bytes, source: str) -> Facts:
-    """Validate a facts document strictly: JSON types must match, so ``"yes"`` is not a boolean."""
+def parse_facts(raw: bytes, source: str, json_fix: str = "pass the output of `certposture collect`") -> Facts:
+    """Validate a facts document strictly: JSON types must match, so ``"yes"`` is not a boolean.
+
+    ``json_fix`` ends the message for input that is not JSON at all.
+    """
     try:
         return Facts.model_validate_json(raw, strict=True)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
-            raise FactsError(
-                f"{source}: facts are not valid JSON ({first['msg']}); pass the output of `certposture collect`"
-            ) from None
+            raise FactsError(f"{source}: facts are not valid JSON ({first['msg']}); {json_fix}") from None
         if _is_opa_input(raw):
             raise FactsError(
                 f'{source}: this is an OPA input document ({{"input": facts}}, from collect --format opa-input); '

@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -163,6 +164,7 @@ def test_malformed_line_in_the_middle(fleet: Fleet, jobs: str) -> None:
     ] * 3
     assert len(bad["errors"]) == 1
     assert bad["errors"][0].startswith(f"line {middle + 1}: facts are not valid JSON")
+    assert bad["errors"][0].endswith("for example with `jq -c .`")
     assert f"error: line {middle + 1}: facts are not valid JSON" in err
     # The lines after the broken one are evaluated as usual.
     good = records[:middle] + records[middle + 1 :]
@@ -391,3 +393,138 @@ def test_progress_line_on_a_terminal(fleet: Fleet) -> None:
     assert f"[{'#' * BAR_WIDTH}] 100% {DEVICES} devices".encode() in shown
     assert b"\r" in shown
     assert len(completed.stdout.splitlines()) == DEVICES
+
+
+def test_pretty_printed_input_names_the_fix(fleet: Fleet) -> None:
+    pretty = json.dumps(json.loads(fleet.lines()[0]), indent=2).encode() + b"\n"
+    code, records, err = fleet.batch(pretty)
+    assert code == 3
+    assert records[0]["errors"][0].endswith(
+        "put each whole facts document on one line, for example with `jq -c .`"
+    )
+    assert len(records) == len(pretty.splitlines())
+    assert "error: line 1: facts are not valid JSON" in err
+
+
+def test_errors_beyond_twenty_are_counted(fleet: Fleet) -> None:
+    content = b"".join([b"{broken\n"] * 25 + [fleet.lines()[0]])
+    code, records, err = fleet.batch(content)
+    assert code == 3
+    assert len(records) == 26
+    assert err.count("error: line ") == 20
+    assert "error: 5 more error message(s); each is in its device's record under errors" in err
+    assert "evaluated 26 device(s): 1 passed, 0 failed, 25 with errors" in err
+
+
+def test_rule_errors_without_messages_are_not_counted_as_hidden(fleet: Fleet) -> None:
+    document = json.loads(fleet.lines()[0])
+    document["device"]["serial_number"] = None
+    code, records, err = fleet.batch(json.dumps(document).encode() + b"\n")
+    assert code == 3
+    assert records[0]["results"][0]["status"] == "error"
+    assert records[0]["errors"] == []
+    assert "more error message(s)" not in err
+
+
+def test_unwritable_posture_log_is_a_warning(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    from certposture.errors import StoreError
+    from certposture.store import Store
+
+    def refuse(store: Store, rows: Any) -> int:
+        raise StoreError("store is read-only (simulated)")
+
+    monkeypatch.setattr(Store, "append_posture_log", refuse)
+    code, records, err = fleet.batch(b"".join(fleet.lines()))
+    assert code == 1
+    assert len(records) == DEVICES
+    assert "warning: posture log not written from line 1 on: store is read-only (simulated)" in err
+    assert "error:" not in err
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid``, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_with_workers(fleet: Fleet, path: Path) -> tuple[subprocess.Popen[bytes], set[int]]:
+    """Start a --jobs 2 batch in its own session and wait until both workers exist."""
+    process = subprocess.Popen(
+        _command(fleet.cli, "--batch", str(path), "--at", AT, "--jobs", "2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    for _ in range(600):
+        children = _children(process.pid)
+        # Two workers and the resource tracker of multiprocessing.
+        if len(children) >= 3:
+            return process, children
+        select.select([], [], [], 0.05)
+    process.kill()
+    raise AssertionError("the worker processes did not start")
+
+
+def _wait_gone(pids: set[int]) -> set[int]:
+    for _ in range(200):
+        left = {pid for pid in pids if _alive(pid)}
+        if not left:
+            return left
+        select.select([], [], [], 0.05)
+    return left
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_ctrl_c_while_workers_start_leaves_nothing_running(fleet: Fleet) -> None:
+    """Ctrl-C reaches the whole process group, also workers still importing; none may hang or print a traceback."""
+    path = fleet.cli.work / "fleet.jsonl"
+    path.write_bytes(b"".join(fleet.lines() * 40))
+    process, children = _start_with_workers(fleet, path)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert b"Traceback" not in err
+    assert _wait_gone(children) == set()
+    assert all(json.loads(line)["line"] for line in out.splitlines())
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigterm_to_the_parent_ends_the_workers_and_logs_what_was_written(fleet: Fleet) -> None:
+    path = fleet.cli.work / "fleet.jsonl"
+    path.write_bytes(b"".join(fleet.lines() * 40))
+    process, children = _start_with_workers(fleet, path)
+    assert process.stdout is not None
+    # Wait for the first records, so that some are written and logged before SIGTERM.
+    first = process.stdout.readline()
+    assert first
+    process.send_signal(signal.SIGTERM)
+    # Read through the same buffered file as readline above: communicate() would skip what it holds.
+    rest = process.stdout.read()
+    assert process.stderr is not None
+    err = process.stderr.read()
+    process.wait(timeout=60)
+    assert process.returncode == 143, err
+    assert b"stopped by SIGTERM" in err
+    assert b"Traceback" not in err
+    assert _wait_gone(children) == set()
+    records = [json.loads(line) for line in (first + rest).splitlines()]
+    assert [record["line"] for record in records] == list(range(1, len(records) + 1))
+    code, logged, _ = fleet.cli.run("logs", "--format", "jsonl")
+    assert code == 0
+    assert len(logged.splitlines()) == len(records) * 3
