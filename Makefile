@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 OPA_BINDINGS := opa-golib-python-bindings==0.4.4
 OPA_SKIPPED := the OPA differential tests will be skipped; retry with make install-opa
 
-.PHONY: demo test lint clean install-opa
+.PHONY: demo test lint bench clean install-opa
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Writes bench/RESULTS.md; BENCH_PROFILE=quick runs small sizes and prints the report only.
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
