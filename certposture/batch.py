@@ -57,7 +57,7 @@ JSON_LINE_FIX = "put each whole facts document on one line, for example with `jq
 MAX_JOBS = 256
 # Posture-log rows are appended in one transaction per this many devices.
 POSTURE_LOG_DEVICES = 1000
-# The longest line read as one facts document; longer lines become error records.
+# The maximum length of a line read as one facts document; longer lines become error records.
 MAX_LINE = MAX_FACTS_INPUT
 # Error messages printed on stderr before the rest are only counted; every
 # error is in its device's record.
@@ -66,7 +66,7 @@ SHOWN_ERRORS = 20
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """What every process needs to evaluate a device; sent once to each worker."""
+    """The rules, signing certificates, time and policy folders that every process evaluates with."""
 
     rules: list[dict[str, Any]]
     signing_certificates: list[dict[str, Any]]
@@ -116,7 +116,7 @@ class BatchSummary:
 
 
 class LineEvaluator:
-    """Turns one input line into its record; each worker process holds one."""
+    """Turns one input line into its record; each worker process keeps one."""
 
     def __init__(self, settings: BatchSettings) -> None:
         self._rules = settings.rules
