@@ -340,7 +340,8 @@ def _parallel_outcomes(
 
 
 def _end_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    # The executor has no public way to stop its processes at once; _processes is the table it keeps.
+    # NOTE: the executor has no public way to stop its processes, so this reads its private _processes
+    # table (CPython 3.11). Without it, the workers finish the chunks already sent to them, then exit.
     processes = list((getattr(pool, "_processes", None) or {}).values())
     for process in processes:
         with contextlib.suppress(OSError, ValueError):
@@ -371,7 +372,7 @@ class _QuietSpawnProcess(multiprocessing.context.SpawnProcess):
 
 
 class _QuietSpawnContext(multiprocessing.context.SpawnContext):
-    # spawn, not fork: the parent holds an open SQLite connection, which a forked child must not share.
+    # spawn, not fork: the parent has an open SQLite connection, which a forked child must not share.
     Process = _QuietSpawnProcess
 
 

@@ -14,8 +14,8 @@ class Progress:
     """Counts devices and input bytes and redraws one status line; does nothing when ``stream`` is None.
 
     With ``total_bytes`` (the size of an input file) the line has a bar and
-    a percentage; on standard input, whose length is unknown, it shows counts
-    and the rate only.
+    a percentage. Standard input has no known length, so its line shows only
+    the counts and the rate.
     """
 
     def __init__(self, stream: TextIO | None, total_bytes: int | None = None) -> None:

@@ -376,7 +376,7 @@ def test_progress_line_on_a_terminal(fleet: Fleet) -> None:
         )
         os.close(terminal)
         terminal = -1
-        shown = b""
+        terminal_output = b""
         while select.select([controller], [], [], 0)[0]:
             try:
                 chunk = os.read(controller, 65536)
@@ -384,14 +384,14 @@ def test_progress_line_on_a_terminal(fleet: Fleet) -> None:
                 break
             if not chunk:
                 break
-            shown += chunk
+            terminal_output += chunk
     finally:
         if terminal != -1:
             os.close(terminal)
         os.close(controller)
     assert completed.returncode == 1
-    assert f"[{'#' * BAR_WIDTH}] 100% {DEVICES} devices".encode() in shown
-    assert b"\r" in shown
+    assert f"[{'#' * BAR_WIDTH}] 100% {DEVICES} devices".encode() in terminal_output
+    assert b"\r" in terminal_output
     assert len(completed.stdout.splitlines()) == DEVICES
 
 
@@ -416,7 +416,7 @@ def test_errors_beyond_twenty_are_counted(fleet: Fleet) -> None:
     assert "evaluated 26 device(s): 1 passed, 0 failed, 25 with errors" in err
 
 
-def test_rule_errors_without_messages_are_not_counted_as_hidden(fleet: Fleet) -> None:
+def test_rule_error_not_counted_hidden(fleet: Fleet) -> None:
     document = json.loads(fleet.lines()[0])
     document["device"]["serial_number"] = None
     code, records, err = fleet.batch(json.dumps(document).encode() + b"\n")
@@ -430,10 +430,10 @@ def test_unwritable_posture_log_is_a_warning(fleet: Fleet, monkeypatch: pytest.M
     from certposture.errors import StoreError
     from certposture.store import Store
 
-    def refuse(store: Store, rows: Any) -> int:
+    def reject_append(store: Store, rows: Any) -> int:
         raise StoreError("store is read-only (simulated)")
 
-    monkeypatch.setattr(Store, "append_posture_log", refuse)
+    monkeypatch.setattr(Store, "append_posture_log", reject_append)
     code, records, err = fleet.batch(b"".join(fleet.lines()))
     assert code == 1
     assert len(records) == DEVICES
@@ -491,7 +491,7 @@ def _wait_gone(pids: set[int]) -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
-def test_ctrl_c_while_workers_start_leaves_nothing_running(fleet: Fleet) -> None:
+def test_ctrl_c_during_worker_start(fleet: Fleet) -> None:
     """Ctrl-C reaches the whole process group, also workers still importing; none may hang or print a traceback."""
     path = fleet.cli.work / "fleet.jsonl"
     path.write_bytes(b"".join(fleet.lines() * 40))
@@ -505,7 +505,7 @@ def test_ctrl_c_while_workers_start_leaves_nothing_running(fleet: Fleet) -> None
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
-def test_sigterm_to_the_parent_ends_the_workers_and_logs_what_was_written(fleet: Fleet) -> None:
+def test_sigterm_ends_workers_logs_written(fleet: Fleet) -> None:
     path = fleet.cli.work / "fleet.jsonl"
     path.write_bytes(b"".join(fleet.lines() * 40))
     process, children = _start_with_workers(fleet, path)
