@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -40,6 +40,9 @@ from certposture.errors import CertpostureError, FactsError, StoreError
 from certposture.files import MAX_FACTS_INPUT, emit
 from certposture.progress import Progress
 from certposture.store import PostureLogRow, Store
+
+if TYPE_CHECKING:
+    from certposture.proofcheck import ProofVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +69,32 @@ SHOWN_ERRORS = 20
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """The rules, signing certificates, time and policy folders that every process evaluates with."""
+    """The rules, signing certificates, time and policy folders that every process evaluates with.
+
+    With ``require_proof`` (a nonce), every device needs a verified proof of
+    possession: ``nonce_problem`` is why the nonce cannot be accepted (decided
+    once, before the batch starts), and ``signer_ders`` are the stored signing
+    certificates as (id, DER), which every process loads for the check.
+    """
 
     rules: list[dict[str, Any]]
     signing_certificates: list[dict[str, Any]]
     evaluated_at: datetime
     policy_dirs: list[str]
+    require_proof: str | None = None
+    nonce_problem: str | None = None
+    signer_ders: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def proof_verifier(self) -> ProofVerifier | None:
+        if self.require_proof is None:
+            return None
+        from cryptography import x509
+
+        from certposture.proofcheck import ProofVerifier
+        from collector.signers import Signer
+
+        signers = [Signer(item_id, x509.load_der_x509_certificate(der)) for item_id, der in self.signer_ders]
+        return ProofVerifier(nonce=self.require_proof, nonce_problem=self.nonce_problem, signers=signers)
 
 
 @dataclass
@@ -125,6 +148,7 @@ class LineEvaluator:
             settings.signing_certificates,
             settings.evaluated_at,
             [Path(directory) for directory in settings.policy_dirs],
+            verifier=settings.proof_verifier(),
         )
 
     def evaluate(self, line: int, payload: bytes | str) -> LineOutcome:

@@ -306,6 +306,26 @@ MaxCertificatesOption = Annotated[
     ),
 ]
 
+ChallengeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--challenge",
+        metavar="NONCE",
+        help="Answer this challenge (from `certposture challenge`): sign the nonce and the facts with the "
+        "private key of each certificate whose key can be used, and add the proofs to the facts.",
+    ),
+]
+NssPasswordFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nssdb-password-file",
+        metavar="FILE",
+        help="With --challenge: file whose first line is the password of the NSS databases that have one. "
+        "Without it, the password is asked on the terminal, if there is one.",
+    ),
+]
+MAX_PASSWORD_FILE = 64 * 1024
+
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
 
 
@@ -351,6 +371,8 @@ def _collect(
     serial: str | None,
     pem_limits: PemLimits,
     rules: list[dict[str, Any]] | None = None,
+    challenge: str | None = None,
+    nss_password: str | None = None,
 ) -> Facts:
     from certposture import posture
 
@@ -364,12 +386,60 @@ def _collect(
         hostname=hostname,
         serial_number=serial,
         pem_limits=pem_limits,
+        challenge=challenge,
+        nss_password=nss_password,
+        password_prompt=_password_prompt if challenge is not None else None,
     )
+    if facts.proofs is not None:
+        typer.echo(
+            f"signed {len(facts.proofs.certificates)} proof(s) for challenge {facts.proofs.nonce}", err=True
+        )
+        for proof_error in facts.proofs.errors:
+            typer.echo(
+                f"warning: no proof for certificate {proof_error.fingerprint_sha256[:16]}… in "
+                f"{proof_error.source.location}: {printable(proof_error.message)}",
+                err=True,
+            )
     if facts.errors:
         typer.echo(f'warning: {len(facts.errors)} collection error(s); see "errors" in the facts', err=True)
     for note in facts.notes:
         typer.echo(f"note: {note.source} {note.location}: {note.message}", err=True)
     return facts
+
+
+def _password_prompt(directory: str) -> str | None:
+    """Ask for an NSS database's password on the terminal; None when there is no terminal to ask on."""
+    import getpass
+
+    if sys.stdin is None or not sys.stdin.isatty():
+        return None
+    try:
+        return getpass.getpass(f"Password for NSS database {directory}: ")
+    except (EOFError, OSError):
+        return None
+
+
+def _read_password_file(path: str | None) -> str | None:
+    """Return the first line of ``--nssdb-password-file``, as certutil -f reads it."""
+    from certposture.files import read_input
+
+    if path is None:
+        return None
+    if path == "-":
+        raise InputError("--nssdb-password-file - is not supported; give a file readable only by you")
+    raw = read_input(path, MAX_PASSWORD_FILE)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"--nssdb-password-file {path} is not UTF-8 text; write the password as text"
+        ) from None
+    password = text.split("\n", 1)[0].removesuffix("\r")
+    if not password:
+        raise InputError(
+            f"--nssdb-password-file {path} has an empty first line; write the database password on it"
+        )
+    return password
 
 
 FACTS_FORMATS = ("json", "opa-input")
@@ -385,6 +455,8 @@ def collect_command(
     serial_number: SerialOption = None,
     max_file_size: MaxFileSizeOption = None,
     max_certificates_per_file: MaxCertificatesOption = None,
+    challenge: ChallengeOption = None,
+    nssdb_password_file: NssPasswordFileOption = None,
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="Write facts to FILE, not stdout.")
     ] = None,
@@ -402,7 +474,24 @@ def collect_command(
     from collector.facts import dump_facts
 
     pem_limits = _pem_limits(max_file_size, max_certificates_per_file)
-    facts = _collect(rule, path, nssdb, trust_store, hostname, serial_number, pem_limits)
+    if challenge is not None:
+        from certposture.challenge import check_nonce_format
+
+        check_nonce_format(challenge, "--challenge")
+    elif nssdb_password_file is not None:
+        raise InputError("--nssdb-password-file is used only to sign proofs; add --challenge NONCE")
+    nss_password = _read_password_file(nssdb_password_file)
+    facts = _collect(
+        rule,
+        path,
+        nssdb,
+        trust_store,
+        hostname,
+        serial_number,
+        pem_limits,
+        challenge=challenge,
+        nss_password=nss_password,
+    )
     data = dump_facts(facts)
     if output_format == "opa-input":
         data = b'{"input":' + data.rstrip(b"\n") + b"}\n"
@@ -437,17 +526,36 @@ def _report(
 
 
 FactsArgument = Annotated[str, typer.Argument(metavar="[FACTS|-]", help="Facts JSON file; default -.")]
+RequireProofOption = Annotated[
+    str | None,
+    typer.Option(
+        "--require-proof",
+        metavar="NONCE",
+        help="Pass a certificate only with a proof of possession for this challenge, issued by "
+        "`certposture challenge` and not expired; the certificate's signer is then checked from its DER.",
+    ),
+]
 
 
 def _evaluate_file(
-    facts_file: str, at: str | None, rule: str | None, policy: list[str] | None, explain: bool
+    facts_file: str,
+    at: str | None,
+    rule: str | None,
+    policy: list[str] | None,
+    explain: bool,
+    require_proof: str | None = None,
 ) -> tuple[dict[str, Any], list[CertpostureError]]:
-    document, errors, _ = _evaluate_facts_file(facts_file, at, rule, policy, explain)
+    document, errors, _ = _evaluate_facts_file(facts_file, at, rule, policy, explain, require_proof)
     return document, errors
 
 
 def _evaluate_facts_file(
-    facts_file: str, at: str | None, rule: str | None, policy: list[str] | None, explain: bool
+    facts_file: str,
+    at: str | None,
+    rule: str | None,
+    policy: list[str] | None,
+    explain: bool,
+    require_proof: str | None = None,
 ) -> tuple[dict[str, Any], list[CertpostureError], Facts | None]:
     """Read and evaluate a facts file; return the results, the errors met and the facts (None if unreadable)."""
     from certposture import posture
@@ -474,6 +582,7 @@ def _evaluate_facts_file(
         facts_error=facts_error,
         extra_policies=extra_policies,
         explain=explain,
+        require_proof=require_proof,
     )
     return document, errors, facts
 
@@ -565,6 +674,7 @@ def _evaluate_batch(
     jobs: str | None,
     output_format: str,
     decision_log: str | None,
+    require_proof: str | None = None,
 ) -> int:
     """Run ``evaluate --batch``: check the options, evaluate every line, print the summary; return the exit code."""
     from datetime import UTC, datetime
@@ -591,11 +701,24 @@ def _evaluate_batch(
     extra_policies = extra_policy_dirs(policy or [])
     store = _store()
     rules, policy_dirs = posture.prepare_rules(store, rule, None, extra_policies)
+    proof_settings: dict[str, Any] = {}
+    if require_proof is not None:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        verifier = posture.proof_verifier(store, require_proof)
+        proof_settings = {
+            "require_proof": require_proof,
+            "nonce_problem": verifier.nonce_problem,
+            "signer_ders": [
+                (signer.id, signer.certificate.public_bytes(Encoding.DER)) for signer in verifier.signers
+            ],
+        }
     settings = batch.BatchSettings(
         rules=rules,
         signing_certificates=store.list_signing_certificates(),
         evaluated_at=evaluated_at,
         policy_dirs=[str(directory) for directory in policy_dirs],
+        **proof_settings,
     )
     stream, size = open_input(source)
     progress = Progress(sys.stderr if sys.stderr is not None and sys.stderr.isatty() else None, size)
@@ -637,6 +760,7 @@ def evaluate_command(
     mask_device: MaskDeviceOption = False,
     batch: BatchOption = None,
     jobs: JobsOption = None,
+    require_proof: RequireProofOption = None,
 ) -> None:
     """Evaluate facts against the stored rules, print the results and append them to the posture log."""
     if batch is not None:
@@ -654,13 +778,14 @@ def evaluate_command(
                 jobs=jobs,
                 output_format=output_format,
                 decision_log=decision_log,
+                require_proof=require_proof,
             )
         )
     if jobs is not None:
         raise InputError("--jobs applies to --batch only; add --batch FILE, or leave out --jobs")
     masks = _decision_masks(decision_log, mask, mask_device)
     started = time.perf_counter_ns()
-    document, errors, facts = _evaluate_facts_file(facts_file, at, rule, policy, explain=False)
+    document, errors, facts = _evaluate_facts_file(facts_file, at, rule, policy, False, require_proof)
     evaluation_ns = time.perf_counter_ns() - started
     log_error = _log_results(document, facts, decision_log, masks, evaluation_ns)
     _report(document, errors, output_format, log_error)
@@ -683,6 +808,7 @@ def explain_command(
             help="text, or json (the results with a conditions list in each candidate).",
         ),
     ] = "text",
+    require_proof: RequireProofOption = None,
 ) -> None:
     """Show why each rule passes or fails: every candidate, every condition, expected beside actual."""
     from certposture import posture
@@ -690,7 +816,7 @@ def explain_command(
     from certposture.files import emit
     from certposture.report import render_json
 
-    document, errors = _evaluate_file(facts_file, at, rule, policy, explain=True)
+    document, errors = _evaluate_file(facts_file, at, rule, policy, True, require_proof)
     if output_format == "json":
         emit(render_json(document).encode())
     else:
@@ -698,6 +824,38 @@ def explain_command(
     for error in dict.fromkeys(str(error) for error in errors):
         typer.echo(f"error: {printable(error)}", err=True)
     raise typer.Exit(posture.exit_code(document["results"]))
+
+
+CHALLENGE_FORMATS = ("json", "nonce")
+
+
+@app.command("challenge")
+def challenge_command(
+    ttl: Annotated[
+        str,
+        typer.Option(
+            "--ttl", metavar="DURATION", help="How long the nonce may be answered: 1s to 1d; default 5m."
+        ),
+    ] = "5m",
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            callback=_format_checker(CHALLENGE_FORMATS),
+            help="json ({nonce, issued_at, expires_at}) or nonce (the nonce alone, for a shell variable).",
+        ),
+    ] = "json",
+) -> None:
+    """Issue a fresh nonce for proof of possession, stored with its expiry; print it."""
+    from certposture.challenge import issue_challenge, parse_ttl
+    from certposture.files import emit
+    from certposture.report import render_json
+
+    challenge = issue_challenge(_store(), parse_ttl(ttl))
+    if output_format == "nonce":
+        emit(f"{challenge.nonce}\n".encode())
+    else:
+        emit(render_json(challenge.document()).encode())
 
 
 LOG_FORMATS = ("json", "jsonl", "table")

@@ -209,11 +209,14 @@ def build_config(
     evaluated_at: datetime | None,
     *,
     explain: bool = False,
+    require_proof: bool = False,
 ) -> dict[str, Any]:
     """Build the ``data.certposture_config`` document the policies read.
 
     With ``explain``, each candidate in the results also lists every condition
-    with its status, expected and actual values.
+    with its status, expected and actual values. With ``require_proof``, a
+    candidate passes only with a verified proof of possession in
+    ``input.proof_verification``.
     """
     config: dict[str, Any] = {
         "rules": list(rules),
@@ -223,6 +226,8 @@ def build_config(
         config["evaluated_at"] = format_utc(evaluated_at)
     if explain:
         config["explain"] = True
+    if require_proof:
+        config["require_proof"] = True
     return config
 
 
@@ -252,10 +257,19 @@ class Evaluator:
         self._pristine = loaded
         self._engine = loaded.clone()
 
-    def evaluate(self, facts: Facts) -> list[dict[str, Any]]:
-        """Evaluate ``facts`` against every rule of the configuration; return one result per rule, in rule order."""
+    def evaluate(
+        self, facts: Facts, proof_verification: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Evaluate ``facts`` against every rule of the configuration; return one result per rule, in rule order.
+
+        The policies get the facts without ``proofs`` and, when given, the
+        verdicts of ``certposture.proofcheck`` as ``proof_verification``.
+        """
+        document = facts.model_dump(mode="json", exclude={"proofs"})
+        if proof_verification is not None:
+            document["proof_verification"] = proof_verification
         try:
-            self._engine.set_input_json(orjson.dumps(facts.model_dump(mode="json")).decode())
+            self._engine.set_input_json(orjson.dumps(document).decode())
             # As JSON, because eval_rule fails to convert some values to Python ("not an i64" for 1e308).
             raw_json = self._engine.eval_rule_as_json(RESULTS_QUERY)
         except RuntimeError as error:
@@ -275,10 +289,13 @@ class Evaluator:
 
 
 def evaluate(
-    facts: Facts, config: dict[str, Any], policy_dirs: Sequence[Path] | None = None
+    facts: Facts,
+    config: dict[str, Any],
+    policy_dirs: Sequence[Path] | None = None,
+    proof_verification: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate ``facts`` against every rule in ``config``; return one result per rule, in rule order."""
-    return Evaluator(config, policy_dirs).evaluate(facts)
+    return Evaluator(config, policy_dirs).evaluate(facts, proof_verification)
 
 
 def _check_results(raw: Any, rules: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import ValidationError
@@ -27,6 +27,10 @@ from collector.platforms import (
 from collector.signers import Signer
 from collector.sources.nssdb import DEFAULT_NSSDB
 from collector.sources.pem import DEFAULT_LIMITS, PemLimits
+
+if TYPE_CHECKING:
+    from certposture.proofcheck import ProofVerifier
+    from collector.proofs import PasswordPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +103,14 @@ def collect_facts(
     platform: Platform | None = None,
     pem_limits: PemLimits = DEFAULT_LIMITS,
     rules: Sequence[dict[str, Any]] | None = None,
+    challenge: str | None = None,
+    nss_password: str | None = None,
+    password_prompt: PasswordPrompt | None = None,
 ) -> Facts:
     """Collect facts from explicit locations, or else from the locations of the stored rules.
+
+    ``challenge``, ``nss_password`` and ``password_prompt`` add proofs of
+    possession, as ``collector.collect.collect`` describes.
 
     ``rules`` replaces the stored rules, so that ``check`` collects for the
     same rules it then evaluates even when another process changes the store.
@@ -148,6 +158,9 @@ def collect_facts(
             serial_number=serial_number,
             platform=family,
             pem_limits=pem_limits,
+            challenge=challenge,
+            nss_password=nss_password,
+            password_prompt=password_prompt,
         )
     except ValidationError as error:
         # A ValidationError is a ValueError, but it means the collector built invalid facts, not bad input.
@@ -240,8 +253,10 @@ class PostureEvaluator:
         policy_dirs: Sequence[Path],
         *,
         explain: bool = False,
+        verifier: ProofVerifier | None = None,
     ) -> None:
         self.rules = list(rules)
+        self._verifier = verifier
         self.evaluated_at = evaluated_at
         self._signing_certificates = list(signing_certificates)
         self._policy_dirs = list(policy_dirs)
@@ -256,7 +271,11 @@ class PostureEvaluator:
             rules = self.rules if index is None else [self.rules[index]]
             try:
                 config = engine.build_config(
-                    rules, self._signing_certificates, self.evaluated_at, explain=self._explain
+                    rules,
+                    self._signing_certificates,
+                    self.evaluated_at,
+                    explain=self._explain,
+                    require_proof=self._verifier is not None,
                 )
                 self._evaluators[index] = engine.Evaluator(config, self._policy_dirs)
             except CertpostureError as error:
@@ -267,16 +286,20 @@ class PostureEvaluator:
         return built
 
     def evaluate(self, facts: Facts) -> tuple[list[dict[str, Any]], list[CertpostureError]]:
-        """Return one result per rule, in rule order, and the errors met; an error is a result with status error."""
+        """Return one result per rule, in rule order, and the errors met; an error is a result with status error.
+
+        With a proof verifier, its verdicts go to the policies beside the facts.
+        """
+        verification = self._verifier.verify(facts) if self._verifier is not None else None
         try:
-            return self._evaluator(None).evaluate(facts), []
+            return self._evaluator(None).evaluate(facts, verification), []
         except CertpostureError:
             pass
         results: list[dict[str, Any]] = []
         errors: list[CertpostureError] = []
         for index, rule in enumerate(self.rules):
             try:
-                results.extend(self._evaluator(index).evaluate(facts))
+                results.extend(self._evaluator(index).evaluate(facts, verification))
             except CertpostureError as rule_error:
                 errors.append(rule_error)
                 results.append(error_result(rule, rule_error))
@@ -327,6 +350,7 @@ def evaluate_facts(
     extra_policies: Sequence[Path] = (),
     explain: bool = False,
     rules: Sequence[dict[str, Any]] | None = None,
+    require_proof: str | None = None,
 ) -> tuple[dict[str, Any], list[CertpostureError]]:
     """Evaluate facts against the stored rules; return the results document and the errors met.
 
@@ -337,8 +361,12 @@ def evaluate_facts(
     with status ``error`` so that nothing passes. When the policies fail, each
     rule is evaluated on its own, so that only the rules that fail to evaluate
     are reported as ``error``.
+
+    ``require_proof``, a challenge nonce, makes every candidate need a
+    verified proof of possession for it (see ``certposture.proofcheck``).
     """
     rules, policy_dirs = prepare_rules(store, rule_id, rules, extra_policies)
+    verifier = proof_verifier(store, require_proof) if require_proof is not None else None
     evaluated_at = at or datetime.now(UTC)
 
     errors: list[CertpostureError] = []
@@ -348,10 +376,25 @@ def evaluate_facts(
         results = [error_result(rule, error) for rule in rules]
     else:
         evaluator = PostureEvaluator(
-            rules, store.list_signing_certificates(), evaluated_at, policy_dirs, explain=explain
+            rules,
+            store.list_signing_certificates(),
+            evaluated_at,
+            policy_dirs,
+            explain=explain,
+            verifier=verifier,
         )
         results, errors = evaluator.evaluate(facts)
     return results_document(evaluated_at, facts, results), errors
+
+
+def proof_verifier(store: Store, nonce: str) -> ProofVerifier:
+    """Build the verifier for ``evaluate --require-proof NONCE``: the nonce's standing now, and the signers."""
+    from certposture.challenge import check_nonce_format, nonce_problem
+    from certposture.proofcheck import ProofVerifier
+
+    check_nonce_format(nonce)
+    signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
+    return ProofVerifier(nonce=nonce, nonce_problem=nonce_problem(store, nonce), signers=signers)
 
 
 def record_posture_log(store: Store, document: dict[str, Any], facts: Facts | None) -> str | None:

@@ -49,9 +49,10 @@ from collector.x509facts import fingerprint_sha256
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "certposture.db"
-# Version 2 added the posture_log and settings tables. Opening a version-1 store for writing
-# creates them. A read-only version-1 store still works, without a posture log.
-_SCHEMA_VERSION = 2
+# Version 2 added the posture_log and settings tables, version 3 the challenges table. Opening an
+# older store for writing creates the missing tables. A read-only older store still works, without
+# a posture log (version 1) or issued challenges (versions 1 and 2).
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signing_certificates (
     id TEXT PRIMARY KEY,
@@ -77,6 +78,11 @@ CREATE INDEX IF NOT EXISTS posture_log_time ON posture_log (timestamp_us, seq);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS challenges (
+    nonce TEXT PRIMARY KEY,
+    issued_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL
 );
 """
 
@@ -496,6 +502,40 @@ class Store:
                 f"SELECT seq, record FROM posture_log {where} ORDER BY timestamp_us, seq", parameters
             ).fetchall()
         return [_load_log_record(seq, text) for seq, text in rows]
+
+    # Challenges
+
+    def add_challenge(self, nonce: str, issued_us: int, expires_us: int, forget_before_us: int) -> None:
+        """Store an issued nonce with its expiry (microseconds since the epoch).
+
+        Challenges that expired before ``forget_before_us`` are deleted in the
+        same transaction, so the table does not grow without bound.
+        """
+        self._require_writable("no challenge can be issued")
+        with self._transaction() as connection:
+            connection.execute("DELETE FROM challenges WHERE expires_us < ?", (forget_before_us,))
+            connection.execute(
+                "INSERT INTO challenges (nonce, issued_us, expires_us) VALUES (?, ?, ?)",
+                (nonce, issued_us, expires_us),
+            )
+
+    def challenge_expiry(self, nonce: str) -> int | None:
+        """Return when an issued nonce expires (microseconds since the epoch), or None when it was never issued."""
+        with self._reading() as connection:
+            exists = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'challenges'"
+            ).fetchone()
+            if exists is None:
+                return None
+            row = connection.execute("SELECT expires_us FROM challenges WHERE nonce = ?", (nonce,)).fetchone()
+        if row is None:
+            return None
+        if type(row[0]) is not int:
+            raise StoreError(
+                f"challenge {nonce} has expiry {row[0]!r}, not a time, so the store file is damaged; "
+                "issue a new one with `certposture challenge`"
+            )
+        return int(row[0])
 
     def _retention(self, connection: sqlite3.Connection) -> int:
         row = connection.execute("SELECT value FROM settings WHERE name = 'posture_log_retention'").fetchone()

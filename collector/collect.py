@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from collector import __version__
 from collector.device import checked_serial_override, identify_device, resolve_hostname
 from collector.facts import (
+    NONCE_PATTERN,
     SCHEMA_VERSION,
     Certificate,
     CollectionError,
@@ -18,6 +20,7 @@ from collector.facts import (
     Facts,
 )
 from collector.platforms import TRUST_STORES, Platform, detect_platform, require_supported
+from collector.proofs import KeyMaterial, PasswordPrompt, add_proofs
 from collector.signers import Signer
 from collector.sources import SourceResult
 from collector.sources.nssdb import collect_nssdb, database_directory
@@ -49,13 +52,20 @@ def collect(
     now: datetime | None = None,
     platform: Platform | None = None,
     pem_limits: PemLimits = DEFAULT_LIMITS,
+    challenge: str | None = None,
+    nss_password: str | None = None,
+    password_prompt: PasswordPrompt | None = None,
 ) -> Facts:
     """Collect certificates from every location, identify the device and build the facts.
 
     ``hostname`` and ``serial_number`` override what the system reports;
     ``now``, an aware datetime, replaces the current time as ``collected_at``;
     ``platform`` replaces the detected operating system family;
-    ``pem_limits`` bounds each PEM or DER file read from ``locations.paths``. Raises
+    ``pem_limits`` bounds each PEM or DER file read from ``locations.paths``.
+    ``challenge``, a nonce, adds ``proofs``: a signature over the nonce and
+    the document by each certificate's private key that can sign (see
+    ``collector.proofs``); ``nss_password`` opens NSS databases that have a
+    password, and ``password_prompt`` is asked for one when it is not given. Raises
     ``UnsupportedPlatformError`` on iOS, Android and ChromeOS, and ValueError
     for an empty override or a trust store the platform does not have.
     """
@@ -63,11 +73,17 @@ def collect(
     require_supported(family)
     _check_trust_stores(family, locations.trust_stores)
 
+    if challenge is not None and not re.fullmatch(NONCE_PATTERN, challenge):
+        raise ValueError(
+            f"challenge {challenge!r} is not a nonce: give 16 to 128 characters from A-Z, a-z, 0-9, - and _, "
+            "as `certposture challenge` prints"
+        )
+    material = KeyMaterial() if challenge is not None else None
     results: list[SourceResult] = []
     if locations.paths:
-        results.append(collect_pem(locations.paths, signers, pem_limits))
+        results.append(collect_pem(locations.paths, signers, pem_limits, material))
     for nssdb in _distinct_nssdbs(locations.nssdbs):
-        results.append(collect_nssdb(nssdb, signers))
+        results.append(collect_nssdb(nssdb, signers, material))
     if locations.trust_stores:
         results.append(_collect_trust_stores(family, _distinct(locations.trust_stores), signers))
 
@@ -78,7 +94,7 @@ def collect(
     ]
     errors: list[CollectionError] = [error for result in results for error in result.errors]
     notes: list[CollectionNote] = [note for result in results for note in result.notes]
-    return Facts(
+    facts = Facts(
         schema_version=SCHEMA_VERSION,
         collected_at=now if now is not None else datetime.now(UTC),
         collector=CollectorInfo(version=__version__),
@@ -87,6 +103,9 @@ def collect(
         errors=errors + device_errors,
         notes=notes + device_notes,
     )
+    if challenge is None or material is None:
+        return facts
+    return add_proofs(facts, challenge, material, nss_password=nss_password, prompt=password_prompt)
 
 
 def _check_trust_stores(family: Platform, trust_stores: Sequence[str]) -> None:

@@ -18,7 +18,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -201,6 +204,63 @@ class CollectionNote(_Model):
     message: str
 
 
+# A challenge nonce: what `certposture challenge` prints (43 characters), or another issuer's
+# nonce of 16 to 128 characters from the URL-safe base64 alphabet.
+NONCE_PATTERN: Final = r"^[A-Za-z0-9_-]{16,128}$"
+_FINGERPRINT_PATTERN = r"^[0-9a-f]{64}$"
+# Base64 of a DER certificate or a signature; a certificate larger than 1 MiB is not a device certificate.
+_BASE64_PATTERN = r"^[A-Za-z0-9+/]*={0,2}$"
+_MAX_CERTIFICATE_BASE64 = 1_400_000
+_MAX_SIGNATURE_BASE64 = 2_000
+
+ProofAlgorithm = Literal["rsa-pss-sha256", "ecdsa-sha256", "ed25519"]
+
+
+class CertificateProof(_Model):
+    """Proof that the collector held a certificate's private key when it answered a challenge.
+
+    ``certificate`` is the certificate's DER in base64. ``signature`` (base64)
+    is made with the certificate's private key over the proof message that
+    ``collector.proofs.proof_message`` builds from the nonce, the document
+    digest and the fingerprint: RSASSA-PSS with SHA-256, MGF1-SHA-256 and a
+    32-byte salt, ECDSA with SHA-256 (DER-encoded), or Ed25519.
+    """
+
+    fingerprint_sha256: str = Field(pattern=_FINGERPRINT_PATTERN)
+    certificate: str = Field(pattern=_BASE64_PATTERN, max_length=_MAX_CERTIFICATE_BASE64)
+    algorithm: ProofAlgorithm
+    signature: str = Field(pattern=_BASE64_PATTERN, max_length=_MAX_SIGNATURE_BASE64)
+
+
+class ProofError(_Model):
+    """A certificate whose key the collector found but could not sign with, and why."""
+
+    fingerprint_sha256: str = Field(pattern=_FINGERPRINT_PATTERN)
+    source: CertificateSource
+    message: str
+
+
+class Proofs(_Model):
+    """The answer to a challenge: one proof per certificate whose key the collector could use.
+
+    ``document_sha256`` is the SHA-256 of the canonical facts document
+    without ``proofs`` (see ``collector.proofs.document_digest``).
+    """
+
+    version: Literal[1]
+    nonce: str = Field(pattern=NONCE_PATTERN)
+    document_sha256: str = Field(pattern=_FINGERPRINT_PATTERN)
+    certificates: list[CertificateProof]
+    errors: list[ProofError] = Field(default_factory=list)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: object) -> object:
+        if type(value) is not int:
+            raise ValueError("proofs.version must be the integer 1")
+        return value
+
+
 class Facts(_Model):
     schema_version: Literal[1]
 
@@ -218,6 +278,17 @@ class Facts(_Model):
     certificates: list[Certificate]
     errors: list[CollectionError]
     notes: list[CollectionNote] = Field(default_factory=list)
+    proofs: Proofs | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_proofs(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, object]:
+        # Facts collected without a challenge keep the shape they had before proofs existed.
+        data: dict[str, object] = handler(self)
+        if self.proofs is None:
+            data.pop("proofs", None)
+        return data
 
 
 def dump_facts(facts: Facts) -> bytes:

@@ -672,8 +672,8 @@ class SecretsScanPlugin:
         original_evaluate = certposture.engine.Evaluator.evaluate
 
         @functools.wraps(original_evaluate)
-        def evaluate(evaluator: Any, facts: Any) -> Any:
-            results = original_evaluate(evaluator, facts)
+        def evaluate(evaluator: Any, facts: Any, *args: Any) -> Any:
+            results = original_evaluate(evaluator, facts, *args)
             scanner.capture("policy results from engine.Evaluator", orjson.dumps(results))
             return results
 

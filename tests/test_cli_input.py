@@ -252,10 +252,10 @@ def test_policy_error_isolated_to_rule(setup: Setup, monkeypatch: pytest.MonkeyP
     setup.add_rule("boom")
     original = engine.Evaluator.evaluate
 
-    def failing_for_boom(evaluator: engine.Evaluator, facts: Any) -> list[dict[str, Any]]:
+    def failing_for_boom(evaluator: engine.Evaluator, facts: Any, *args: Any) -> list[dict[str, Any]]:
         if any(rule["name"] == "boom" for rule in evaluator.config["rules"]):
             raise PolicyError("policy evaluation failed: simulated")
-        return original(evaluator, facts)
+        return original(evaluator, facts, *args)
 
     monkeypatch.setattr(engine.Evaluator, "evaluate", failing_for_boom)
     code, document, err = setup.evaluate(setup.facts())

@@ -292,7 +292,7 @@ def test_version_1_store_gets_posture_log(setup: LogSetup) -> None:
     assert setup.evaluate()[0] == 1
     assert len(setup.logs()) == 2
     connection = sqlite3.connect(database)
-    assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 3
     connection.close()
 
 

@@ -51,7 +51,7 @@ import stat
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -63,6 +63,9 @@ from collector.facts import CertificateSource, CollectionError, PrivateKey
 from collector.signers import Signer
 from collector.sources import SourceResult
 from collector.x509facts import CertificateError, certificate_facts, load_certificate
+
+if TYPE_CHECKING:
+    from collector.proofs import KeyMaterial
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +182,14 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     return connection
 
 
-def collect_nssdb(directory: str, signers: Sequence[Signer]) -> SourceResult:
-    """Collect the certificates of one NSS database and whether each has its private key."""
+def collect_nssdb(
+    directory: str, signers: Sequence[Signer], material: KeyMaterial | None = None
+) -> SourceResult:
+    """Collect the certificates of one NSS database and whether each has its private key.
+
+    ``material``, given when collecting with a challenge, receives each
+    certificate's DER, for signing proofs inside NSS.
+    """
     result = SourceResult()
     try:
         location = database_directory(directory)
@@ -205,9 +214,13 @@ def collect_nssdb(directory: str, signers: Sequence[Signer]) -> SourceResult:
                 private_key = key_lookup
             else:
                 private_key = _private_key(row, cert, location, key_lookup)
-            result.certificates.append(certificate_facts(cert, source, private_key, signers))
+            facts = certificate_facts(cert, source, private_key, signers)
         except CertificateError as exc:
             result.errors.append(_error(location, exc.step, f"{where}: {exc.message}"))
+            continue
+        result.certificates.append(facts)
+        if material is not None:
+            material.certificates[facts.fingerprint_sha256] = row.value
     return result
 
 

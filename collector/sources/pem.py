@@ -36,6 +36,7 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -57,6 +58,9 @@ from collector.x509facts import (
     public_key_der,
     split_pem,
 )
+
+if TYPE_CHECKING:
+    from collector.proofs import KeyMaterial
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +130,14 @@ class _FileContents:
     certificates: list[x509.Certificate] = field(default_factory=list)
     key_public_keys: list[bytes] = field(default_factory=list)
     encrypted_keys: int = 0
+    # The private keys themselves, by public key, kept only while collecting with a challenge.
+    kept_keys: dict[bytes, PrivateKeyTypes] | None = None
+
+    def add_key(self, key: PrivateKeyTypes) -> None:
+        public_key = _public_key_der(key)
+        self.key_public_keys.append(public_key)
+        if self.kept_keys is not None:
+            self.kept_keys.setdefault(public_key, key)
 
     @property
     def has_keys(self) -> bool:
@@ -141,13 +153,18 @@ def _error(location: str, step: str, message: str) -> CollectionError:
 
 
 def collect_pem(
-    paths: Sequence[str], signers: Sequence[Signer], limits: PemLimits = DEFAULT_LIMITS
+    paths: Sequence[str],
+    signers: Sequence[Signer],
+    limits: PemLimits = DEFAULT_LIMITS,
+    material: KeyMaterial | None = None,
 ) -> SourceResult:
     """Collect certificates from PEM and DER files and pair each with its private key.
 
     All paths are read before pairing, so a key in one path pairs with a
     certificate in another. ``source.location`` is the file's absolute path.
     A file over one of ``limits`` adds an error and none of its certificates or keys.
+    ``material``, given when collecting with a challenge, receives each
+    certificate's DER and the unencrypted private keys, for signing proofs.
     """
     result = SourceResult()
     contents: list[_FileContents] = []
@@ -155,9 +172,12 @@ def collect_pem(
         data = _read_file(path, limits, result.errors)
         if data is None:
             continue
-        file_contents = _parse_file(path, data, explicit, limits, result.errors)
+        file_contents = _parse_file(path, data, explicit, limits, result.errors, material is not None)
         if file_contents is not None:
             contents.append(file_contents)
+            if material is not None and file_contents.kept_keys:
+                for public_key, key in file_contents.kept_keys.items():
+                    material.pem_keys.setdefault(public_key, key)
 
     pairing = _KeyIndex(contents)
     for file_contents in contents:
@@ -165,9 +185,15 @@ def collect_pem(
             private_key = pairing.private_key_for(cert, file_contents)
             source = CertificateSource(type="pem", location=file_contents.path)
             try:
-                result.certificates.append(certificate_facts(cert, source, private_key, signers))
+                facts = certificate_facts(cert, source, private_key, signers)
             except CertificateError as exc:
                 result.errors.append(exc.to_collection_error(SOURCE, file_contents.path))
+                continue
+            result.certificates.append(facts)
+            if material is not None:
+                material.certificates[facts.fingerprint_sha256] = cert.public_bytes(
+                    serialization.Encoding.DER
+                )
     return result
 
 
@@ -389,9 +415,14 @@ def _read_at_most(descriptor: int, size: int) -> bytes:
 
 
 def _parse_file(
-    path: str, data: bytes, explicit: bool, limits: PemLimits, errors: list[CollectionError]
+    path: str,
+    data: bytes,
+    explicit: bool,
+    limits: PemLimits,
+    errors: list[CollectionError],
+    keep_keys: bool = False,
 ) -> _FileContents | None:
-    contents = _FileContents(path)
+    contents = _FileContents(path, kept_keys={} if keep_keys else None)
     if looks_like_pem(data):
         certificate_blocks = sum(1 for _ in _CERTIFICATE_BEGIN.finditer(data))
         if certificate_blocks > limits.max_certificates_per_file:
@@ -488,7 +519,7 @@ def _add_pem_key(contents: _FileContents, text: bytes, where: str, errors: list[
         message = f"{where} is not a valid or supported private key ({type(exc).__name__})"
         errors.append(_error(contents.path, "key", message))
         return
-    contents.key_public_keys.append(_public_key_der(key))
+    contents.add_key(key)
 
 
 def _parse_der(contents: _FileContents, data: bytes) -> CertificateError | None:
@@ -509,7 +540,7 @@ def _parse_der(contents: _FileContents, data: bytes) -> CertificateError | None:
         return None
     except (ValueError, UnsupportedAlgorithm):
         return certificate_error
-    contents.key_public_keys.append(_public_key_der(key))
+    contents.add_key(key)
     return None
 
 

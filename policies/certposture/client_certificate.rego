@@ -134,7 +134,10 @@ _signing_certificate_known(id, config) if {
 _evaluate(rule, rule_input, facts, config, now_ns) := _outcome_with(status, reasons, candidates, errors) if {
 	scope := _scope(rule_input)
 	errors := _relevant_errors(scope, _list(facts, "errors"))
-	checks := _checks(rule, rule_input, facts.device, config, now_ns)
+	checks := object.union(
+		_checks(rule, rule_input, facts.device, config, now_ns),
+		_proof_checks(facts, config),
+	)
 	candidates := _sorted_candidates([_candidate(certificate, checks, now_ns) |
 		some certificate in _candidates(scope, _list(facts, "certificates"))
 	])
@@ -212,8 +215,9 @@ _checks(rule, rule_input, device, config, now_ns) := {
 	],
 }
 
-_candidate(certificate, checks, now_ns) := object.union(candidate, _explanation(outcomes, checks.explain)) if {
-	outcomes := _condition_outcomes(certificate, checks, now_ns)
+_candidate(reported, checks, now_ns) := object.union(candidate, _explanation(outcomes, checks.explain)) if {
+	certificate := _proved_certificate(reported, checks)
+	outcomes := array.concat(_proof_outcomes(certificate, checks), _condition_outcomes(certificate, checks, now_ns))
 	reasons := [item | some outcome in outcomes; some item in outcome.reasons]
 	candidate := {
 		"fingerprint_sha256": certificate.fingerprint_sha256,
@@ -309,6 +313,84 @@ _sorted_candidates(candidates) := [candidates[key[4]] |
 		some index, candidate in candidates
 	])
 ]
+
+# Proof of possession, with data.certposture_config.require_proof. Rego has no
+# builtin that checks a signature over arbitrary data, so certposture checks
+# each proof before evaluation and passes one verdict per fingerprint in
+# input.proof_verification.certificates. An OPA deployment must build that
+# object in a trusted step and never take it from a device. With
+# require_proof, a candidate passes only with the verdict "verified", and the
+# signer condition reads signed_by and unverified_signers from that verdict,
+# which were recomputed from the certificate's DER, instead of from the
+# device's report. Without require_proof nothing here changes the outcome. Any
+# value other than false or null requires proofs, so a typing mistake such as
+# "yes" fails closed.
+_proof_checks(facts, config) := {
+	"require_proof": true,
+	"proof_nonce": object.get(verification, "nonce", null),
+	"proofs": _object_or_empty(object.get(verification, "certificates", {})),
+} if {
+	_value_or(config, "require_proof", false) != false
+	verification := _object_or_empty(object.get(facts, "proof_verification", {}))
+} else := {"require_proof": false}
+
+_object_or_empty(value) := value if is_object(value)
+
+else := {}
+
+_proof_verdict(certificate, checks) := verdict if {
+	verdict := checks.proofs[certificate.fingerprint_sha256]
+	is_object(verdict)
+} else := {"status": "missing"}
+
+_proved_certificate(certificate, checks) := object.union(certificate, {
+	"signed_by": _list(verdict, "signed_by"),
+	"unverified_signers": _list(verdict, "unverified_signers"),
+}) if {
+	checks.require_proof
+	verdict := _proof_verdict(certificate, checks)
+	verdict.status == "verified"
+} else := certificate
+
+_proof_outcomes(_, checks) := [] if {
+	not checks.require_proof
+}
+
+_proof_outcomes(certificate, checks) := [_outcome_of(
+	"proof", true,
+	{"status": "verified", "nonce": checks.proof_nonce},
+	{"status": _text_or(_proof_verdict(certificate, checks).status, "missing")},
+	_proof_reasons(_proof_verdict(certificate, checks), checks),
+)] if {
+	checks.require_proof
+}
+
+_proof_codes := {
+	"missing": "proof_missing",
+	"invalid": "proof_invalid",
+	"facts_altered": "proof_facts_altered",
+	"nonce_invalid": "proof_nonce_invalid",
+	"fingerprint_mismatch": "proof_fingerprint_mismatch",
+}
+
+_proof_reasons(verdict, checks) := [] if {
+	verdict.status == "verified"
+} else := [reason(
+	"proof",
+	object.get(_proof_codes, status, "proof_invalid"),
+	_proof_message(status, object.get(verdict, "message", null)),
+	{"status": "verified", "nonce": checks.proof_nonce},
+	{"status": status},
+)] if {
+	status := _text_or(object.get(verdict, "status", null), "missing")
+}
+
+_proof_message(status, message) := sprintf("no verified proof of possession (%s): %s", [status, message]) if {
+	is_string(message)
+} else := sprintf(
+	"no verified proof of possession (%s): the evaluator verified no proof that the device holds this certificate's private key",
+	[status],
+)
 
 # Condition 1: the collector verified the certificate's signature with the
 # public key of the signing certificate. An issuer name that matches the
@@ -617,7 +699,7 @@ _extra_name(name) := concat(".", ["certposture.conditions", name]) if {
 	name in _built_in_conditions
 } else := name
 
-_built_in_conditions := {"signer", "validity", "cn", "extended_key_usage", "private_key", "subject_alternative_names"}
+_built_in_conditions := {"proof", "signer", "validity", "cn", "extended_key_usage", "private_key", "subject_alternative_names"}
 
 _extension_problem(name, extension) := sprintf(
 	"extra condition %s has the name of a built-in condition; rename its package",

@@ -1,0 +1,106 @@
+"""Challenges for proof of possession: issue a fresh nonce, and tell whether one may still be answered.
+
+``certposture challenge`` stores each nonce it prints with its expiry, and
+``evaluate --require-proof NONCE`` accepts proofs only for a nonce that this
+store issued and that has not expired. The nonce is 32 random bytes from the
+operating system's generator, in URL-safe base64 without padding.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from certposture.errors import InputError
+from certposture.store import Store
+from collector.facts import NONCE_PATTERN, format_utc
+
+NONCE_BYTES: Final = 32
+DEFAULT_TTL: Final = timedelta(minutes=5)
+MAX_TTL: Final = timedelta(days=1)
+# Expired challenges are kept this long, so that a late answer is reported as expired, not unknown.
+KEEP_EXPIRED: Final = timedelta(days=7)
+
+_TTL = re.compile(r"([0-9]{1,9})([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    nonce: str
+    issued_at: datetime
+    expires_at: datetime
+
+    def document(self) -> dict[str, str]:
+        return {
+            "nonce": self.nonce,
+            "issued_at": format_utc(self.issued_at),
+            "expires_at": format_utc(self.expires_at),
+        }
+
+
+def parse_ttl(text: str) -> timedelta:
+    """Parse ``--ttl``: a whole number and a unit s, m, h or d, from 1s to 1d."""
+    match = _TTL.fullmatch(text)
+    if match is None:
+        raise InputError(
+            f"--ttl {text!r} is not a duration; write a whole number and a unit s, m, h or d, such as 5m"
+        )
+    ttl = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if not timedelta(seconds=1) <= ttl <= MAX_TTL:
+        raise InputError(f"--ttl {text} is outside 1s to 1d; a challenge should be answered within minutes")
+    return ttl
+
+
+def issue_challenge(store: Store, ttl: timedelta = DEFAULT_TTL, now: datetime | None = None) -> Challenge:
+    """Create a nonce, store it with its expiry and return it."""
+    issued_at = now or datetime.now(UTC)
+    nonce = base64.urlsafe_b64encode(secrets.token_bytes(NONCE_BYTES)).rstrip(b"=").decode("ascii")
+    challenge = Challenge(nonce=nonce, issued_at=issued_at, expires_at=issued_at + ttl)
+    store.add_challenge(
+        nonce,
+        _microseconds(challenge.issued_at),
+        _microseconds(challenge.expires_at),
+        _microseconds(issued_at - KEEP_EXPIRED),
+    )
+    return challenge
+
+
+def check_nonce_format(nonce: str, option: str = "--require-proof") -> None:
+    """Raise InputError when ``nonce`` cannot be a challenge nonce."""
+    if not re.fullmatch(NONCE_PATTERN, nonce):
+        raise InputError(
+            f"{option} {nonce!r} is not a nonce; give the nonce that `certposture challenge` printed "
+            "(16 to 128 characters from A-Z, a-z, 0-9, - and _)"
+        )
+
+
+def nonce_problem(store: Store, nonce: str, now: datetime | None = None) -> str | None:
+    """Return why proofs for ``nonce`` cannot be accepted now, or None when it was issued here and has not expired.
+
+    The real clock decides, not ``--at``: a challenge is about when the
+    device answered, and a past evaluation time must not revive it.
+    """
+    expires_us = store.challenge_expiry(nonce)
+    if expires_us is None:
+        return (
+            f"challenge {nonce} was not issued by this store, so no proof for it is accepted; "
+            "issue one with `certposture challenge` and collect with --challenge NONCE"
+        )
+    current = now or datetime.now(UTC)
+    if _microseconds(current) > expires_us:
+        expired_at = format_utc(_EPOCH + timedelta(microseconds=expires_us))
+        return (
+            f"challenge {nonce} expired at {expired_at}, so no proof for it is accepted; "
+            "issue a new one with `certposture challenge` and collect again"
+        )
+    return None
+
+
+def _microseconds(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(microseconds=1)
