@@ -70,8 +70,17 @@ class BundlePolicy:
     text: str
 
 
-def build_store_bundle(store: Store, policy_dirs: Sequence[Path] = (), revision: str | None = None) -> bytes:
+def build_store_bundle(
+    store: Store,
+    policy_dirs: Sequence[Path] = (),
+    revision: str | None = None,
+    *,
+    require_proof: bool = False,
+) -> bytes:
     """Build the bundle of the stored rules and signing certificates; see :func:`build_bundle`.
+
+    ``require_proof`` sets ``require_proof`` in the data, so that the server
+    passes a certificate only with a verified proof in ``input.proof_verification``.
 
     Raises InputError when no rule is stored, because every device would then
     get an empty result list from the server.
@@ -81,7 +90,7 @@ def build_store_bundle(store: Store, policy_dirs: Sequence[Path] = (), revision:
         raise InputError(
             "no rules stored; add one with `certposture rules add FILE` before building a bundle"
         )
-    config = engine.build_config(rules, store.list_signing_certificates(), None)
+    config = engine.build_config(rules, store.list_signing_certificates(), None, require_proof=require_proof)
     return build_bundle(config, policy_dirs, revision)
 
 
@@ -237,8 +246,10 @@ def _check_config(config: Mapping[str, Any]) -> None:
             "config pins evaluated_at, which would make an OPA server judge every device at that "
             "time; build it with evaluated_at=None"
         )
-    if keys != _CONFIG_KEYS:
-        raise ValueError(f"config has keys {sorted(keys)}, expected exactly {sorted(_CONFIG_KEYS)}")
+    if keys - {"require_proof"} != _CONFIG_KEYS:
+        raise ValueError(
+            f"config has keys {sorted(keys)}, expected exactly {sorted(_CONFIG_KEYS)} and optionally require_proof"
+        )
     if not isinstance(config["rules"], list) or not isinstance(config["signing_certificates"], dict):
         raise ValueError("config rules must be a list and signing_certificates an object keyed by id")
 

@@ -1081,6 +1081,14 @@ def bundle_command(
     revision: Annotated[
         str | None, typer.Option(help="Revision in the manifest; default a digest of the bundle's content.")
     ] = None,
+    require_proof: Annotated[
+        bool,
+        typer.Option(
+            "--require-proof",
+            help="Set require_proof in the data: a certificate passes only with a verified proof of "
+            "possession in input.proof_verification, which a trusted step must add.",
+        ),
+    ] = False,
 ) -> None:
     """Write an OPA bundle: the policies, the stored rules and the signing-certificate data."""
     from certposture.bundle import build_store_bundle
@@ -1092,7 +1100,7 @@ def bundle_command(
     extra_policies = extra_policy_dirs(policy or [])
     if extra_policies:
         check_policies(extra_policies)
-    data = build_store_bundle(_store(), extra_policies, revision)
+    data = build_store_bundle(_store(), extra_policies, revision, require_proof=require_proof)
     if output == "-":
         emit(data)
     else:

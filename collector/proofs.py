@@ -29,12 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from collector.facts import Certificate, CertificateProof, Facts, ProofAlgorithm, ProofError, Proofs
+from collector.nsssign import PSS_SALT_LENGTH as PSS_SALT_LENGTH
 
 logger = logging.getLogger(__name__)
 
 PROOF_VERSION: Final = 1
-# RSASSA-PSS salt length in bytes: the SHA-256 digest length, which PKCS#11 tokens also use.
-PSS_SALT_LENGTH: Final = 32
 
 # Asks for an NSS database's password: called with the database folder, returns None when none can be had.
 PasswordPrompt = Callable[[str], "str | None"]

@@ -742,3 +742,236 @@ def test_eku_rule_with_proof(cli: Cli, ca: CertKey) -> None:
     assert code == 1
     assert candidate_codes(results) == ["eku_missing"]
     assert EMAIL_PROTECTION not in facts["certificates"][0]["extended_key_usage"]
+
+
+# The same verdicts on an OPA server, through a bundle built with --require-proof
+
+
+def test_opa_bundle_with_require_proof_agrees(tmp_path: Path) -> None:
+    from certposture import bundle, engine
+    from certposture.challenge import issue_challenge, nonce_problem
+    from certposture.proofcheck import ProofVerifier
+    from certposture.rules import validate_rules
+    from certposture.signing import parse_signing_certificate
+    from certposture.store import Store
+    from collector.collect import Locations, collect
+    from collector.signers import Signer
+    from tests.opa_support import bundle_files, json_differences, opa_engine, require_opa
+
+    opa = require_opa()
+    ca = make_ca("OPA Proof CA")
+    store = Store(tmp_path / "home")
+    store.add_signing_certificate(parse_signing_certificate(ca.cert_pem(), "ca.pem"), None, False, "ca-proof")
+    leaf = make_leaf(ca, "dev1", key_type="rsa")
+    cert_path, key_path = leaf.write_cert(tmp_path / "dev.pem"), leaf.write_key(tmp_path / "dev.key")
+    document = {
+        "id": "proof",
+        "name": "Proved",
+        "type": "client_certificate_v2",
+        "input": {
+            "certificate_id": "ca-proof",
+            "operating_system": "linux",
+            "check_private_key": True,
+            "locations": {"paths": [str(cert_path), str(key_path)]},
+        },
+    }
+    rules, problems = validate_rules([document], store.signing_certificate_exists)
+    assert problems == []
+    store.add_rules(rules)
+
+    files = bundle_files(bundle.build_store_bundle(store, require_proof=True))
+    files.pop(bundle.MANIFEST_PATH)
+    bundle_data = json.loads(files.pop(bundle.DATA_PATH))
+    assert bundle_data[engine.CONFIG_ROOT]["require_proof"] is True
+
+    signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
+    nonce = issue_challenge(store).nonce
+    facts = collect(
+        Locations(paths=(str(cert_path), str(key_path))),
+        signers,
+        hostname="h",
+        serial_number="s",
+        challenge=nonce,
+    )
+    verifier = ProofVerifier(nonce=nonce, nonce_problem=nonce_problem(store, nonce), signers=signers)
+    altered = facts.model_copy(update={"device": facts.device.model_copy(update={"hostname": "other"})})
+    inputs = {
+        "verified": verifier.verify(facts),
+        "facts_altered": verifier.verify(altered),
+        "absent": None,
+    }
+    assert inputs["verified"]["certificates"][leaf.fingerprint]["status"] == "verified"
+    assert inputs["facts_altered"]["certificates"][leaf.fingerprint]["status"] == "facts_altered"
+
+    config = engine.build_config(
+        store.list_rules(), store.list_signing_certificates(), None, require_proof=True
+    )
+    server = opa_engine(opa, [(name, text.decode()) for name, text in files.items()], bundle_data)
+    statuses = {}
+    try:
+        for name, verification in inputs.items():
+            regorus_results = engine.evaluate(facts, config, None, verification)
+            opa_input = facts.model_dump(mode="json", exclude={"proofs"})
+            if verification is not None:
+                opa_input["proof_verification"] = verification
+            opa_results = server.eval_document("certposture.posture.results", opa_input)
+            differences = json_differences(regorus_results, opa_results, "results")
+            assert not differences, f"{name}: regorus left, OPA right:\n" + "\n".join(differences)
+            statuses[name] = [candidate_codes({"results": regorus_results}), regorus_results[0]["status"]]
+    finally:
+        server.close()
+    assert statuses == {
+        "verified": [[], "passed"],
+        "facts_altered": [["proof_facts_altered"], "failed"],
+        "absent": [["proof_missing"], "failed"],
+    }
+
+
+# Keys in NSS databases, signing inside NSS
+
+
+def _nss_device(
+    cli: Cli, ca: CertKey, tmp_path: Path, password: str | None, key_type: str
+) -> tuple[str, CertKey]:
+    from tests.certgen import create_nssdb
+
+    ca_id = cli.add_ca(ca)
+    leaf = make_leaf(ca, "dev1", eku=[CLIENT_AUTH], key_type=key_type)  # type: ignore[arg-type]
+    database = create_nssdb(tmp_path / "nssdb", password=password)
+    database.import_key_pair(leaf, "dev1")
+    database.add_certificate(make_leaf(ca, "no key here").cert, "other")
+    cli.add_rule(ca_id, cn="dev1")
+    return str(database.directory), leaf
+
+
+def _collect_nss(cli: Cli, directory: str, nonce: str, *extra: str) -> tuple[Document, str]:
+    code, out, err = cli.run(
+        "collect",
+        "--hostname",
+        HOSTNAME,
+        "--serial-number",
+        SERIAL,
+        "--nssdb",
+        directory,
+        "--challenge",
+        nonce,
+        *extra,
+    )
+    assert code == 0, err
+    document: Document = json.loads(out)
+    return document, err
+
+
+@pytest.mark.parametrize(("key_type", "algorithm"), [("rsa", "rsa-pss-sha256"), ("ec", "ecdsa-sha256")])
+def test_nss_key_without_password_signs(
+    cli: Cli, ca: CertKey, tmp_path: Path, key_type: str, algorithm: str
+) -> None:
+    directory, leaf = _nss_device(cli, ca, tmp_path, None, key_type)
+    device_nonce = _as_device(cli).challenge()
+    facts, err = _collect_nss(cli, directory, device_nonce)
+    (proof,) = facts["proofs"]["certificates"]
+    assert proof["fingerprint_sha256"] == leaf.fingerprint
+    assert proof["algorithm"] == algorithm
+    assert facts["proofs"]["errors"] == []
+    assert "signed 1 proof(s)" in err
+    code, results, _ = _as_device(cli).evaluate(facts, device_nonce)
+    assert code == 0
+    assert results["results"][0]["status"] == "passed"
+
+
+def test_nss_key_with_password_file_signs(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    directory, leaf = _nss_device(cli, ca, tmp_path, "s3cret-db", "ec")
+    password_file = tmp_path / "db-password"
+    password_file.write_text("s3cret-db\n")
+    nonce = _as_device(cli).challenge()
+    facts, err = _collect_nss(cli, directory, nonce, "--nssdb-password-file", str(password_file))
+    assert [proof["fingerprint_sha256"] for proof in facts["proofs"]["certificates"]] == [leaf.fingerprint]
+    assert "s3cret-db" not in err + json.dumps(facts)
+    code, _, _ = _as_device(cli).evaluate(facts, nonce)
+    assert code == 0
+
+
+def test_nss_password_missing_gives_proof_error(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    directory, leaf = _nss_device(cli, ca, tmp_path, "s3cret-db", "rsa")
+    nonce = _as_device(cli).challenge()
+    facts, err = _collect_nss(cli, directory, nonce)
+    assert facts["proofs"]["certificates"] == []
+    (error,) = facts["proofs"]["errors"]
+    assert error["fingerprint_sha256"] == leaf.fingerprint
+    assert "password" in error["message"]
+    assert "warning: no proof for certificate" in err
+    code, results, _ = _as_device(cli).evaluate(facts, nonce)
+    assert code == 1
+    (candidate,) = [
+        item for item in results["results"][0]["candidates"] if item["fingerprint_sha256"] == leaf.fingerprint
+    ]
+    assert candidate["reasons"][0]["code"] == "proof_missing"
+    assert "password" in candidate["reasons"][0]["message"]
+
+
+def test_nss_wrong_password_gives_proof_error(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    directory, _ = _nss_device(cli, ca, tmp_path, "s3cret-db", "ec")
+    password_file = tmp_path / "db-password"
+    password_file.write_text("not-it\n")
+    nonce = _as_device(cli).challenge()
+    facts, err = _collect_nss(cli, directory, nonce, "--nssdb-password-file", str(password_file))
+    assert facts["proofs"]["certificates"] == []
+    assert "password" in facts["proofs"]["errors"][0]["message"]
+    assert "not-it" not in err + json.dumps(facts)
+
+
+def test_nss_password_prompt_on_terminal(tmp_path: Path) -> None:
+    """Without a password file, collect asks on the terminal and signs with the typed password."""
+    import os
+    import pty
+
+    from tests.certgen import create_nssdb
+
+    ca = make_ca("Prompt CA")
+    leaf = make_leaf(ca, "dev1", key_type="ec")
+    database = create_nssdb(tmp_path / "nssdb", password="typed-secret")
+    database.import_key_pair(leaf, "dev1")
+    home = tmp_path / "home"
+    nonce = _run(home, "challenge", "--format", "nonce").strip()
+    output = tmp_path / "facts.json"
+    argv = [sys.executable, "-m", "certposture", "--home", str(home), "collect", "--hostname", "h"]
+    argv += [
+        "--serial-number",
+        "s",
+        "--nssdb",
+        str(database.directory),
+        "--challenge",
+        nonce,
+        "-o",
+        str(output),
+    ]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal and its stdin
+        os.execv(sys.executable, argv)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"Password for NSS database" not in seen and time.monotonic() < deadline:
+        seen += os.read(terminal, 1024)
+    assert b"Password for NSS database" in seen
+    os.write(terminal, b"typed-secret\n")
+    while True:
+        try:
+            chunk = os.read(terminal, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    assert b"typed-secret" not in seen.split(b"Password for NSS database", 1)[1].split(b"\n", 1)[1]
+    facts = json.loads(output.read_text())
+    assert [proof["fingerprint_sha256"] for proof in facts["proofs"]["certificates"]] == [leaf.fingerprint]
+
+
+def _as_device(cli: Cli) -> Device:
+    """A Device view of a home set up by hand, for its challenge and evaluate helpers."""
+    device = Device.__new__(Device)
+    device.cli = cli
+    return device
