@@ -1,4 +1,4 @@
-"""Challenges for proof of possession: issue a fresh nonce, and tell whether one may still be answered.
+"""Challenges for proof of possession: issue a fresh nonce, and check whether a response to one is still accepted.
 
 ``certposture challenge`` stores each nonce it prints with its expiry, and
 ``evaluate --require-proof NONCE`` accepts proofs only for a nonce that this
@@ -22,7 +22,7 @@ from collector.facts import NONCE_PATTERN, format_utc
 NONCE_BYTES: Final = 32
 DEFAULT_TTL: Final = timedelta(minutes=5)
 MAX_TTL: Final = timedelta(days=1)
-# Expired challenges are kept this long, so that a late answer is reported as expired, not unknown.
+# Expired challenges are kept this long, so that a late response is reported as expired, not unknown.
 KEEP_EXPIRED: Final = timedelta(days=7)
 
 _TTL = re.compile(r"([0-9]{1,9})([smhd])")
@@ -53,7 +53,9 @@ def parse_ttl(text: str) -> timedelta:
         )
     ttl = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     if not timedelta(seconds=1) <= ttl <= MAX_TTL:
-        raise InputError(f"--ttl {text} is outside 1s to 1d; a challenge should be answered within minutes")
+        raise InputError(
+            f"--ttl {text} is outside 1s to 1d; a device should respond to a challenge within minutes"
+        )
     return ttl
 
 
@@ -84,7 +86,7 @@ def nonce_problem(store: Store, nonce: str, now: datetime | None = None) -> str 
     """Return why proofs for ``nonce`` cannot be accepted now, or None when it was issued here and has not expired.
 
     The real clock decides, not ``--at``: a challenge is about when the
-    device answered, and a past evaluation time must not revive it.
+    device responded, and a past evaluation time must not revive it.
     """
     expires_us = store.challenge_expiry(nonce)
     if expires_us is None:

@@ -6,7 +6,7 @@ goes to the policy as ``input.proof_verification``. For each certificate in
 the facts, in this order:
 
 1. the required nonce was issued by this store and has not expired;
-2. the facts carry proofs, and they answer the required nonce;
+2. the facts carry proofs, and they respond to the required nonce;
 3. there is a proof for the certificate's fingerprint;
 4. the SHA-256 of the proof's DER equals the fingerprint;
 5. the signature verifies, with the DER's public key, over the proof message
@@ -115,7 +115,7 @@ class ProofVerifier:
         if facts.proofs.nonce != self.nonce:
             return _result(
                 "nonce_invalid",
-                f"the proofs answer challenge {facts.proofs.nonce}, not the required challenge "
+                f"the proofs respond to challenge {facts.proofs.nonce}, not the required challenge "
                 f"{self.nonce}; collect again with --challenge {self.nonce}",
             )
         if proof is None:

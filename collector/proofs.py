@@ -1,6 +1,6 @@
 """Proof of possession: sign a challenge with each certificate's private key.
 
-The collector answers a challenge nonce by signing, with every private key it
+The collector responds to a challenge nonce by signing, with every private key it
 can use, a message that binds the nonce, the SHA-256 digest of the canonical
 facts document (the document without ``proofs``) and the certificate's
 fingerprint. The evaluator checks those signatures against the certificate
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 PROOF_VERSION: Final = 1
 
-# Asks for an NSS database's password: called with the database folder, returns None when none can be had.
+# A callable that reads an NSS database's password for the given folder, or returns None when it cannot.
 PasswordPrompt = Callable[[str], "str | None"]
 
 
@@ -78,7 +78,7 @@ def sign_with_key(key: PrivateKeyTypes, message: bytes) -> tuple[ProofAlgorithm,
 
 @dataclass
 class KeyMaterial:
-    """What the sources keep, only while collecting with a challenge, so that proofs can be signed.
+    """Certificates and keys that the sources keep while collecting with a challenge, for signing proofs.
 
     ``certificates`` maps a fingerprint to the certificate's DER. ``pem_keys``
     maps a SubjectPublicKeyInfo DER to the unencrypted private key read from a
@@ -115,7 +115,7 @@ def add_proofs(
     nss_password: str | None = None,
     prompt: PasswordPrompt | None = None,
 ) -> Facts:
-    """Return ``facts`` with ``proofs`` answering ``nonce``: one signature per certificate whose key can sign.
+    """Return ``facts`` with ``proofs`` that respond to ``nonce``: one signature per certificate whose key can sign.
 
     A certificate is signed once, with the first usable key: PEM keys first,
     then NSS databases in the order collected. A key that was found but could

@@ -921,7 +921,7 @@ def test_nss_wrong_password_gives_proof_error(cli: Cli, ca: CertKey, tmp_path: P
 
 
 def test_nss_password_prompt_on_terminal(tmp_path: Path) -> None:
-    """Without a password file, collect asks on the terminal and signs with the typed password."""
+    """Without a password file, collect prompts on the terminal and signs with the typed password."""
     import os
     import pty
 
