@@ -706,6 +706,8 @@ def _evaluate_batch(
         from cryptography.hazmat.primitives.serialization import Encoding
 
         verifier = posture.proof_verifier(store, require_proof)
+        if verifier.nonce_problem is not None:
+            typer.echo(f"warning: {printable(verifier.nonce_problem)}", err=True)
         proof_settings = {
             "require_proof": require_proof,
             "nonce_problem": verifier.nonce_problem,

@@ -260,6 +260,15 @@ class Proofs(_Model):
             raise ValueError("proofs.version must be the integer 1")
         return value
 
+    @model_validator(mode="after")
+    def _one_proof_per_certificate(self) -> Proofs:
+        # A second proof for one fingerprint could hide which one the evaluator checked.
+        fingerprints = [proof.fingerprint_sha256 for proof in self.certificates]
+        repeated = sorted({item for item in fingerprints if fingerprints.count(item) > 1})
+        if repeated:
+            raise ValueError(f"proofs.certificates lists fingerprints {repeated} more than once")
+        return self
+
 
 class Facts(_Model):
     schema_version: Literal[1]

@@ -975,3 +975,36 @@ def _as_device(cli: Cli) -> Device:
     device = Device.__new__(Device)
     device.cli = cli
     return device
+
+
+def test_duplicate_proof_makes_facts_invalid(cli: Cli, ca: CertKey) -> None:
+    device = Device(cli, ca)
+    nonce = device.challenge()
+    facts = device.collect(nonce)
+    facts["proofs"]["certificates"].append(copy.deepcopy(facts["proofs"]["certificates"][0]))
+    code, results, err = device.evaluate(facts, nonce)
+    assert code == 3
+    assert results["results"][0]["status"] == "error"
+    assert "more than once" in err
+
+
+def test_batch_warns_about_unknown_nonce(cli: Cli, ca: CertKey) -> None:
+    device = Device(cli, ca)
+    lines = cli.work / "fleet.jsonl"
+    lines.write_text(json.dumps(device.collect("B" * 43)) + "\n")
+    code, _, err = cli.run("evaluate", "--batch", str(lines), "--require-proof", "B" * 43)
+    assert code == 1
+    assert "warning: challenge BBBB" in err
+    assert "was not issued by this store" in err
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_bundle_require_proof_flag(cli: Cli, ca: CertKey, flag: bool) -> None:
+    Device(cli, ca)
+    bundle_path = cli.work / "bundle.tar.gz"
+    code, _, err = cli.run("bundle", "-o", str(bundle_path), *(["--require-proof"] if flag else []))
+    assert code == 0, err
+    from tests.opa_support import bundle_files
+
+    config = json.loads(bundle_files(bundle_path.read_bytes())["data.json"])["certposture_config"]
+    assert config.get("require_proof") is (True if flag else None)
