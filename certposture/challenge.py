@@ -25,7 +25,7 @@ MAX_TTL: Final = timedelta(days=1)
 # Expired challenges are kept this long, so that a late response is reported as expired, not unknown.
 KEEP_EXPIRED: Final = timedelta(days=7)
 
-_TTL = re.compile(r"([0-9]{1,9})([smhd])")
+_TTL = re.compile(r"([0-9]+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -51,10 +51,15 @@ def parse_ttl(text: str) -> timedelta:
         raise InputError(
             f"--ttl {text!r} is not a duration; write a whole number and a unit s, m, h or d, such as 5m"
         )
-    ttl = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-    if not timedelta(seconds=1) <= ttl <= MAX_TTL:
+    amount = match.group(1)
+    # More than nine digits is far beyond the maximum, and timedelta would overflow on some of them.
+    ttl = timedelta(**{_UNITS[match.group(2)]: int(amount)}) if len(amount) <= 9 else MAX_TTL * 2
+    if ttl < timedelta(seconds=1):
+        raise InputError(f"--ttl {text} is shorter than 1s; give a duration from 1s to 1d, such as 5m")
+    if ttl > MAX_TTL:
         raise InputError(
-            f"--ttl {text} is outside 1s to 1d; a device should respond to a challenge within minutes"
+            f"--ttl {text} is longer than 1d; a device should respond to a challenge within minutes, "
+            "so give a duration from 1s to 1d, such as 5m"
         )
     return ttl
 

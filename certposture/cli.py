@@ -28,6 +28,7 @@ from certposture.testcommand import test_command
 from collector.limits import DEFAULT_MAX_CERTIFICATES_PER_FILE, DEFAULT_MAX_FILE_SIZE
 
 if TYPE_CHECKING:
+    from certposture.proofcheck import ProofVerifier
     from certposture.store import Store
     from collector.facts import Facts
     from collector.sources.pem import PemLimits
@@ -397,7 +398,7 @@ def _collect(
         for proof_error in facts.proofs.errors:
             typer.echo(
                 f"warning: no proof for certificate {proof_error.fingerprint_sha256[:16]}… in "
-                f"{proof_error.source.location}: {printable(proof_error.message)}",
+                f"{printable(proof_error.source.location)}: {printable(proof_error.message)}",
                 err=True,
             )
     if facts.errors:
@@ -427,7 +428,12 @@ def _read_password_file(path: str | None) -> str | None:
         return None
     if path == "-":
         raise InputError("--nssdb-password-file - is not supported; give a file readable only by you")
-    raw = read_input(path, MAX_PASSWORD_FILE)
+    try:
+        raw = read_input(path, MAX_PASSWORD_FILE)
+    except InputError as error:
+        raise InputError(
+            f"--nssdb-password-file: {error}; give a small file whose first line is the database password"
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -435,6 +441,11 @@ def _read_password_file(path: str | None) -> str | None:
             f"--nssdb-password-file {path} is not UTF-8 text; write the password as text"
         ) from None
     password = text.split("\n", 1)[0].removesuffix("\r")
+    if "\0" in password:
+        raise InputError(
+            f"--nssdb-password-file {path} contains a NUL character, which NSS cannot take; "
+            "write the password alone on the first line"
+        )
     if not password:
         raise InputError(
             f"--nssdb-password-file {path} has an empty first line; write the database password on it"
@@ -582,9 +593,21 @@ def _evaluate_facts_file(
         facts_error=facts_error,
         extra_policies=extra_policies,
         explain=explain,
-        require_proof=require_proof,
+        verifier=_proof_verifier(require_proof),
     )
     return document, errors, facts
+
+
+def _proof_verifier(require_proof: str | None) -> ProofVerifier | None:
+    """Build the verifier for ``--require-proof``, warning on stderr when the nonce cannot be accepted."""
+    from certposture import posture
+
+    if require_proof is None:
+        return None
+    verifier = posture.proof_verifier(_store(), require_proof)
+    if verifier.nonce_problem is not None:
+        typer.echo(f"warning: {printable(verifier.nonce_problem)}", err=True)
+    return verifier
 
 
 DecisionLogOption = Annotated[
@@ -705,9 +728,8 @@ def _evaluate_batch(
     if require_proof is not None:
         from cryptography.hazmat.primitives.serialization import Encoding
 
-        verifier = posture.proof_verifier(store, require_proof)
-        if verifier.nonce_problem is not None:
-            typer.echo(f"warning: {printable(verifier.nonce_problem)}", err=True)
+        verifier = _proof_verifier(require_proof)
+        assert verifier is not None
         proof_settings = {
             "require_proof": require_proof,
             "nonce_problem": verifier.nonce_problem,

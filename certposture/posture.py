@@ -350,7 +350,7 @@ def evaluate_facts(
     extra_policies: Sequence[Path] = (),
     explain: bool = False,
     rules: Sequence[dict[str, Any]] | None = None,
-    require_proof: str | None = None,
+    verifier: ProofVerifier | None = None,
 ) -> tuple[dict[str, Any], list[CertpostureError]]:
     """Evaluate facts against the stored rules; return the results document and the errors met.
 
@@ -362,11 +362,10 @@ def evaluate_facts(
     rule is evaluated on its own, so that only the rules that fail to evaluate
     are reported as ``error``.
 
-    ``require_proof``, a challenge nonce, makes every candidate need a
-    verified proof of possession for it (see ``certposture.proofcheck``).
+    ``verifier`` (from :func:`proof_verifier`) makes every candidate need a
+    verified proof of possession (see ``certposture.proofcheck``).
     """
     rules, policy_dirs = prepare_rules(store, rule_id, rules, extra_policies)
-    verifier = proof_verifier(store, require_proof) if require_proof is not None else None
     evaluated_at = at or datetime.now(UTC)
 
     errors: list[CertpostureError] = []

@@ -166,7 +166,7 @@ class ProofVerifier:
             if changed:
                 return _result(
                     "facts_altered",
-                    f"the reported {', '.join(changed)} differ from the signed certificate "
+                    f"the reported {', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} from the signed certificate "
                     f"(found in {certificate.source.type} {certificate.source.location})",
                 )
         return {
@@ -205,10 +205,21 @@ def _signature_problem(
         elif algorithm == "ed25519" and isinstance(public_key, ed25519.Ed25519PublicKey):
             public_key.verify(signature, message)
         else:
-            return f"a {algorithm} proof does not fit the certificate's {type(public_key).__name__} key"
+            return f"the proof's algorithm {algorithm} does not fit the certificate's {_key_type(public_key)} key"
     except InvalidSignature:
         return (
             "the signature does not verify with the certificate's public key over this challenge and "
             "document digest, so the device did not prove it holds the key"
         )
     return None
+
+
+def _key_type(public_key: object) -> str:
+    names = {
+        rsa.RSAPublicKey: "RSA",
+        ec.EllipticCurvePublicKey: "EC",
+        ed25519.Ed25519PublicKey: "Ed25519",
+    }
+    return next(
+        (name for kind, name in names.items() if isinstance(public_key, kind)), type(public_key).__name__
+    )

@@ -8,6 +8,7 @@ as RFC 3339 with a trailing ``Z``.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
@@ -237,7 +238,8 @@ class ProofError(_Model):
 
     fingerprint_sha256: str = Field(pattern=_FINGERPRINT_PATTERN)
     source: CertificateSource
-    message: str
+    # The message is not signed and is quoted in results, so its length is bounded.
+    message: str = Field(max_length=16384)
 
 
 class Proofs(_Model):
@@ -263,10 +265,11 @@ class Proofs(_Model):
     @model_validator(mode="after")
     def _one_proof_per_certificate(self) -> Proofs:
         # A second proof for one fingerprint could hide which one the evaluator checked.
-        fingerprints = [proof.fingerprint_sha256 for proof in self.certificates]
-        repeated = sorted({item for item in fingerprints if fingerprints.count(item) > 1})
-        if repeated:
-            raise ValueError(f"proofs.certificates lists fingerprints {repeated} more than once")
+        for field, entries in (("certificates", self.certificates), ("errors", self.errors)):
+            counts = Counter(entry.fingerprint_sha256 for entry in entries)
+            repeated = sorted(item for item, count in counts.items() if count > 1)
+            if repeated:
+                raise ValueError(f"proofs.{field} lists fingerprints {repeated} more than once")
         return self
 
 

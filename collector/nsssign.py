@@ -38,6 +38,7 @@ import os
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -159,6 +160,15 @@ def _database_problem(location: str) -> str | None:
             f"{location} is not an NSS sql: database because it has no cert9.db. Pass the directory "
             f"that contains cert9.db and key4.db, or create one with certutil -N -d {_quoted_spec(location)}"
         )
+    for name in ("cert9.db", "key4.db"):
+        path = os.path.join(location, name)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            return f"cannot read {path}: {exc.strerror}, so NSS was not started. Check the database's files."
+        # A FIFO or device would block NSS when it opens the file, so NSS never sees one.
+        if not stat.S_ISREG(mode):
+            return f"{path} is not a regular file, so NSS was not started. Replace it with the database file."
     return None
 
 
@@ -215,7 +225,7 @@ def _run_child(
         logger.warning("%s timed out after %g s and was killed", process_name, timeout)
         return _fail_all(
             fingerprints,
-            f"{process_name} timed out after {timeout:g} s and was killed. Retry, or allow a longer timeout.",
+            f"{process_name} timed out after {timeout:g} s and was killed. Check that the database is on a local disk and not locked, then retry.",
         )
     except OSError as exc:
         logger.warning("%s could not be started: %s", process_name, exc)

@@ -128,6 +128,11 @@ def add_proofs(
     failures: dict[str, ProofError] = {}
 
     def fail(certificate: Certificate, message: str) -> None:
+        if certificate.private_key.status == "unverified" and certificate.private_key.reason:
+            # The key evidence already says what is wrong with the key, such as an encrypted key file.
+            message = (
+                f"{message}; the collector reported the key as unverified: {certificate.private_key.reason}"
+            )
         failures.setdefault(
             certificate.fingerprint_sha256,
             ProofError(
@@ -148,7 +153,7 @@ def add_proofs(
         if certificate.source.type == "pem":
             key = material.pem_keys.get(_public_key_der(der))
             if key is None:
-                fail(certificate, "the private key was not read from a PEM or DER file, so it cannot sign")
+                fail(certificate, "no unencrypted private key for it was read, so it cannot sign")
                 continue
             try:
                 algorithm, signature = sign_with_key(key, message)

@@ -1008,3 +1008,91 @@ def test_bundle_require_proof_flag(cli: Cli, ca: CertKey, flag: bool) -> None:
 
     config = json.loads(bundle_files(bundle_path.read_bytes())["data.json"])["certposture_config"]
     assert config.get("require_proof") is (True if flag else None)
+
+
+# Problems found by trying the feature as a new user
+
+
+def test_fifo_key_database_is_not_opened(cli: Cli, ca: CertKey, tmp_path: Path) -> None:
+    import os
+
+    directory, _ = _nss_device(cli, ca, tmp_path, None, "ec")
+    os.remove(os.path.join(directory, "key4.db"))
+    os.mkfifo(os.path.join(directory, "key4.db"))
+    # Opening the FIFO would block the NSS child until its timeout; the check before NSS starts names the file.
+    facts, _ = _collect_nss(cli, directory, _as_device(cli).challenge())
+    assert facts["proofs"]["certificates"] == []
+    assert facts["proofs"]["errors"]
+    assert all("not a regular file" in error["message"] for error in facts["proofs"]["errors"])
+
+
+def test_encrypted_pem_key_error_says_encrypted(cli: Cli, ca: CertKey) -> None:
+    leaf = make_leaf(ca, "dev1")
+    cert_path = leaf.write_cert(cli.work / "enc.pem")
+    key_path = leaf.write_key(cli.work / "enc.key", password=b"pem-secret")
+    device = _as_device(cli)
+    code, out, err = cli.run(
+        "collect", "--path", str(cert_path), "--path", str(key_path), "--challenge", device.challenge()
+    )
+    assert code == 0, err
+    (error,) = json.loads(out)["proofs"]["errors"]
+    assert "encrypted" in error["message"]
+    assert "encrypted" in err
+
+
+def test_warning_escapes_location(cli: Cli, ca: CertKey) -> None:
+    leaf = make_leaf(ca, "dev1")
+    folder = cli.work / "odd"
+    folder.mkdir()
+    leaf.write_cert(folder / "x\x1b[31mred\nwarning: forged.pem")
+    leaf.write_key(folder / "x.key", password=b"pem-secret")
+    code, _, err = cli.run("collect", "--path", str(folder), "--challenge", _as_device(cli).challenge())
+    assert code == 0, err
+    assert "\x1b" not in err
+    assert not any(line.startswith("warning: forged") for line in err.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(b"ab\0cd\n", "NUL"), (None, "--nssdb-password-file"), (b"x" * 70_000, "--nssdb-password-file")],
+)
+def test_bad_password_file_is_usage_error(
+    cli: Cli, tmp_path: Path, content: bytes | None, expected: str
+) -> None:
+    password = tmp_path / "password"
+    if content is not None:
+        password.write_bytes(content)
+    code, out, err = cli.run(
+        "collect", "--path", str(tmp_path), "--challenge", "C" * 43, "--nssdb-password-file", str(password)
+    )
+    assert (code, out) == (2, "")
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("ttl", "expected"),
+    [("0s", "shorter than 1s"), ("9999999999s", "longer than 1d"), ("2d", "longer than 1d")],
+)
+def test_ttl_out_of_range_message(cli: Cli, ttl: str, expected: str) -> None:
+    code, _, err = cli.run("challenge", "--ttl", ttl)
+    assert code == 2
+    assert expected in err
+
+
+def test_evaluate_warns_about_unknown_nonce(cli: Cli, ca: CertKey) -> None:
+    device = Device(cli, ca)
+    code, _, err = device.evaluate(device.collect("D" * 43), "D" * 43)
+    assert code == 1
+    assert "warning: challenge DDDD" in err
+
+
+def test_duplicate_proof_error_makes_facts_invalid(cli: Cli, ca: CertKey) -> None:
+    device = Device(cli, ca)
+    nonce = device.challenge()
+    facts = device.collect(nonce)
+    entry = {"fingerprint_sha256": "0" * 64, "source": {"type": "pem", "location": "/x"}, "message": "m"}
+    facts["proofs"]["errors"] = [entry, entry]
+    code, _, err = device.evaluate(facts, nonce)
+    assert code == 3
+    assert "more than once" in err
