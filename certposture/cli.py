@@ -556,7 +556,8 @@ def _evaluate_file(
     explain: bool,
     require_proof: str | None = None,
 ) -> tuple[dict[str, Any], list[CertpostureError]]:
-    document, errors, _ = _evaluate_facts_file(facts_file, at, rule, policy, explain, require_proof)
+    verifier = _proof_verifier(require_proof)
+    document, errors, _ = _evaluate_facts_file(facts_file, at, rule, policy, explain, verifier)
     return document, errors
 
 
@@ -566,7 +567,7 @@ def _evaluate_facts_file(
     rule: str | None,
     policy: list[str] | None,
     explain: bool,
-    require_proof: str | None = None,
+    verifier: ProofVerifier | None = None,
 ) -> tuple[dict[str, Any], list[CertpostureError], Facts | None]:
     """Read and evaluate a facts file; return the results, the errors met and the facts (None if unreadable)."""
     from certposture import posture
@@ -593,7 +594,7 @@ def _evaluate_facts_file(
         facts_error=facts_error,
         extra_policies=extra_policies,
         explain=explain,
-        verifier=_proof_verifier(require_proof),
+        verifier=verifier,
     )
     return document, errors, facts
 
@@ -655,6 +656,7 @@ def _log_results(
     decision_log: str | None,
     masks: list[str],
     evaluation_ns: int,
+    proof_verification: dict[str, Any] | None = None,
 ) -> CertpostureError | None:
     """Append the results to the posture log and the decision log; return the decision log's error, if any."""
     from certposture import decisionlog, posture
@@ -665,7 +667,9 @@ def _log_results(
     if decision_log is None:
         return None
     metrics = {"timer_certposture_evaluate_ns": evaluation_ns}
-    event = decisionlog.build_event(facts, document["results"], masks, metrics)
+    event = decisionlog.build_event(
+        facts, document["results"], masks, metrics, proof_verification=proof_verification
+    )
     try:
         decisionlog.append_event(decision_log, event)
     except CertpostureError as error:
@@ -809,10 +813,67 @@ def evaluate_command(
         raise InputError("--jobs applies to --batch only; add --batch FILE, or leave out --jobs")
     masks = _decision_masks(decision_log, mask, mask_device)
     started = time.perf_counter_ns()
-    document, errors, facts = _evaluate_facts_file(facts_file, at, rule, policy, False, require_proof)
+    verifier = _proof_verifier(require_proof)
+    document, errors, facts = _evaluate_facts_file(facts_file, at, rule, policy, False, verifier)
     evaluation_ns = time.perf_counter_ns() - started
-    log_error = _log_results(document, facts, decision_log, masks, evaluation_ns)
+    verification = None
+    if decision_log is not None and verifier is not None and facts is not None:
+        verification = verifier.verify(facts)
+    log_error = _log_results(document, facts, decision_log, masks, evaluation_ns, verification)
     _report(document, errors, output_format, log_error)
+
+
+PROOF_FORMATS = ("opa-input", "json")
+
+
+@app.command("verify-proofs")
+def verify_proofs_command(
+    facts_file: FactsArgument = "-",
+    require_proof: Annotated[
+        str,
+        typer.Option(
+            "--require-proof",
+            metavar="NONCE",
+            help="The challenge the proofs must respond to, issued by `certposture challenge`.",
+        ),
+    ] = "",
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            callback=_format_checker(PROOF_FORMATS),
+            help='opa-input ({"input": facts without proofs, with proof_verification}, for an OPA server '
+            "whose bundle has --require-proof) or json (the proof_verification object alone).",
+        ),
+    ] = "opa-input",
+) -> None:
+    """Verify the proofs of possession in facts and print the verdicts for an OPA server.
+
+    Exit 0 when every certificate's proof is verified, 1 when one is not.
+    """
+    from certposture import posture
+    from certposture.engine import policy_input
+    from certposture.files import MAX_FACTS_INPUT, emit, read_input
+    from certposture.report import render_json
+
+    if not require_proof:
+        raise InputError(
+            "--require-proof NONCE is missing; give the nonce that `certposture challenge` printed"
+        )
+    verifier = _proof_verifier(require_proof)
+    assert verifier is not None
+    try:
+        raw = read_input(facts_file, MAX_FACTS_INPUT)
+    except InputError as error:
+        raise FactsError(str(error)) from None
+    facts = posture.parse_facts(raw, facts_file)
+    verification = verifier.verify(facts)
+    if output_format == "json":
+        emit(render_json(verification).encode())
+    else:
+        emit(render_json({"input": policy_input(facts, verification)}).encode())
+    verdicts = verification["certificates"].values()
+    raise typer.Exit(0 if all(verdict["status"] == "verified" for verdict in verdicts) else 1)
 
 
 EXPLAIN_FORMATS = ("text", "json")

@@ -65,16 +65,22 @@ def build_event(
     masks: Sequence[str] = (),
     metrics: dict[str, int] | None = None,
     timestamp_ns: int | None = None,
+    proof_verification: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build one decision event with the masks applied.
 
-    ``input`` is left out when the facts could not be read, as OPA leaves it out
-    of a query without input. ``timestamp_ns`` defaults to the current
+    ``input`` is what the policies read: the facts without ``proofs`` and,
+    with ``--require-proof``, the ``proof_verification`` verdicts, so that the
+    event can be replayed on OPA. It is left out when the facts could not be
+    read, as OPA leaves it out of a query without input. ``timestamp_ns`` defaults to the current
     wall-clock time in nanoseconds since the epoch.
     """
     document: dict[str, Any] = {}
     if facts is not None:
         document["input"] = orjson.loads(dump_facts(facts))
+        document["input"].pop("proofs", None)
+        if proof_verification is not None:
+            document["input"]["proof_verification"] = proof_verification
     document["result"] = orjson.loads(orjson.dumps(results))
     erased = [pointer for pointer in masks if _remove(document, _split_pointer(pointer))]
 

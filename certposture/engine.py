@@ -231,6 +231,14 @@ def build_config(
     return config
 
 
+def policy_input(facts: Facts, proof_verification: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return the policies' input: the facts without ``proofs``, and the proof verdicts when given."""
+    document = facts.model_dump(mode="json", exclude={"proofs"})
+    if proof_verification is not None:
+        document["proof_verification"] = proof_verification
+    return document
+
+
 class Evaluator:
     """The policies and one configuration loaded into regorus once, for evaluating many facts documents.
 
@@ -265,11 +273,8 @@ class Evaluator:
         The policies get the facts without ``proofs`` and, when given, the
         verdicts of ``certposture.proofcheck`` as ``proof_verification``.
         """
-        document = facts.model_dump(mode="json", exclude={"proofs"})
-        if proof_verification is not None:
-            document["proof_verification"] = proof_verification
         try:
-            self._engine.set_input_json(orjson.dumps(document).decode())
+            self._engine.set_input_json(orjson.dumps(policy_input(facts, proof_verification)).decode())
             # As JSON, because eval_rule fails to convert some values to Python ("not an i64" for 1e308).
             raw_json = self._engine.eval_rule_as_json(RESULTS_QUERY)
         except RuntimeError as error:

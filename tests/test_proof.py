@@ -1096,3 +1096,51 @@ def test_duplicate_proof_error_makes_facts_invalid(cli: Cli, ca: CertKey) -> Non
     code, _, err = device.evaluate(facts, nonce)
     assert code == 3
     assert "more than once" in err
+
+
+def test_verify_proofs_prints_opa_input(cli: Cli, ca: CertKey) -> None:
+    device = Device(cli, ca)
+    nonce = device.challenge()
+    facts = device.collect(nonce)
+    path = cli.work / "facts.json"
+    path.write_text(json.dumps(facts))
+    code, out, err = cli.run("verify-proofs", str(path), "--require-proof", nonce)
+    assert code == 0, err
+    document = json.loads(out)["input"]
+    assert "proofs" not in document
+    assert document["device"] == facts["device"]
+    verdict = document["proof_verification"]["certificates"][device.leaf.fingerprint]
+    assert verdict["status"] == "verified"
+    assert verdict["signed_by"] == [device.ca_id]
+
+    facts["device"]["hostname"] = "elsewhere"
+    path.write_text(json.dumps(facts))
+    code, out, _ = cli.run("verify-proofs", str(path), "--require-proof", nonce, "--format", "json")
+    assert code == 1
+    assert json.loads(out)["certificates"][device.leaf.fingerprint]["status"] == "facts_altered"
+
+
+def test_verify_proofs_usage_errors(cli: Cli, ca: CertKey) -> None:
+    device = Device(cli, ca)
+    path = cli.work / "facts.json"
+    path.write_text(json.dumps(device.collect(None)))
+    code, out, err = cli.run("verify-proofs", str(path))
+    assert (code, out) == (2, "")
+    assert "--require-proof" in err
+    path.write_text("{}")
+    code, out, err = cli.run("verify-proofs", str(path), "--require-proof", device.challenge())
+    assert (code, out) == (3, "")
+    assert "facts are invalid" in err
+
+
+def test_decision_log_input_is_policy_input(cli: Cli, ca: CertKey) -> None:
+    device = Device(cli, ca)
+    nonce = device.challenge()
+    log = cli.work / "decisions.jsonl"
+    code, _, _ = device.evaluate(device.collect(nonce), nonce, "--decision-log", str(log))
+    assert code == 0
+    event = json.loads(log.read_text())
+    assert "proofs" not in event["input"]
+    assert (
+        event["input"]["proof_verification"]["certificates"][device.leaf.fingerprint]["status"] == "verified"
+    )
