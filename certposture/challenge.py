@@ -96,7 +96,8 @@ def nonce_problem(store: Store, nonce: str, now: datetime | None = None) -> str 
     expires_us = store.challenge_expiry(nonce)
     if expires_us is None:
         return (
-            f"challenge {nonce} was not issued by this store, so no proof for it is accepted; "
+            f"challenge {nonce} is unknown to this store (never issued here, or expired more than "
+            f"{KEEP_EXPIRED.days} days ago), so no proof for it is accepted; "
             "issue one with `certposture challenge` and collect with --challenge NONCE"
         )
     current = now or datetime.now(UTC)

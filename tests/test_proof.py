@@ -537,7 +537,7 @@ def test_nonce_not_issued_fails(cli: Cli, ca: CertKey) -> None:
     assert code == 1
     (reason,) = proof_reasons(results)
     assert reason["code"] == "proof_nonce_invalid"
-    assert "was not issued" in reason["message"]
+    assert "unknown to this store" in reason["message"]
 
 
 def test_expired_nonce_fails(cli: Cli, ca: CertKey) -> None:
@@ -995,7 +995,7 @@ def test_batch_warns_about_unknown_nonce(cli: Cli, ca: CertKey) -> None:
     code, _, err = cli.run("evaluate", "--batch", str(lines), "--require-proof", "B" * 43)
     assert code == 1
     assert "warning: challenge BBBB" in err
-    assert "was not issued by this store" in err
+    assert "unknown to this store" in err
 
 
 @pytest.mark.parametrize("flag", [True, False])
@@ -1144,3 +1144,19 @@ def test_decision_log_input_is_policy_input(cli: Cli, ca: CertKey) -> None:
     assert (
         event["input"]["proof_verification"]["certificates"][device.leaf.fingerprint]["status"] == "verified"
     )
+
+
+def test_old_expired_challenges_are_forgotten(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from certposture.challenge import issue_challenge, nonce_problem
+    from certposture.store import Store
+
+    store = Store(tmp_path / "home")
+    now = dt.datetime.now(dt.UTC)
+    old = issue_challenge(store, dt.timedelta(minutes=5), now=now - dt.timedelta(days=8))
+    recent = issue_challenge(store, dt.timedelta(minutes=5), now=now - dt.timedelta(days=1))
+    assert "expired" in (nonce_problem(store, old.nonce, now) or "")
+    issue_challenge(store, now=now)
+    assert "unknown to this store" in (nonce_problem(store, old.nonce, now) or "")
+    assert "expired at" in (nonce_problem(store, recent.nonce, now) or "")
