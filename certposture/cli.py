@@ -312,7 +312,7 @@ ChallengeOption = Annotated[
     typer.Option(
         "--challenge",
         metavar="NONCE",
-        help="Answer this challenge (from `certposture challenge`): sign the nonce and the facts with the "
+        help="Respond to this challenge (from `certposture challenge`): sign the nonce and the facts with the "
         "private key of each certificate whose key can be used, and add the proofs to the facts.",
     ),
 ]
@@ -919,7 +919,9 @@ def challenge_command(
     ttl: Annotated[
         str,
         typer.Option(
-            "--ttl", metavar="DURATION", help="How long the nonce may be answered: 1s to 1d; default 5m."
+            "--ttl",
+            metavar="DURATION",
+            help="How long devices may respond to the nonce: 1s to 1d; default 5m.",
         ),
     ] = "5m",
     output_format: Annotated[

@@ -218,7 +218,7 @@ ProofAlgorithm = Literal["rsa-pss-sha256", "ecdsa-sha256", "ed25519"]
 
 
 class CertificateProof(_Model):
-    """Proof that the collector held a certificate's private key when it answered a challenge.
+    """Proof that the collector held a certificate's private key when it responded to a challenge.
 
     ``certificate`` is the certificate's DER in base64. ``signature`` (base64)
     is made with the certificate's private key over the proof message that
@@ -243,7 +243,7 @@ class ProofError(_Model):
 
 
 class Proofs(_Model):
-    """The answer to a challenge: one proof per certificate whose key the collector could use.
+    """The response to a challenge: one proof per certificate whose key the collector could use.
 
     ``document_sha256`` is the SHA-256 of the canonical facts document
     without ``proofs`` (see ``collector.proofs.document_digest``).
