@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 OPA_BINDINGS := opa-golib-python-bindings==0.4.4
 OPA_SKIPPED := the OPA differential tests will be skipped; retry with make install-opa
 
-.PHONY: demo test lint bench clean install-opa
+.PHONY: demo test lint bench bench-proofs clean install-opa
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ lint: $(VENV)/.installed
 # Writes bench/RESULTS.md; BENCH_PROFILE=quick runs small sizes and prints the report only.
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.run
+
+# Proof of possession costs, a few seconds; the figures go into bench/RESULTS.md.
+bench-proofs: $(VENV)/.installed
+	$(BIN)/python -m bench.proofs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -73,6 +73,7 @@ def render(results: Results) -> str:
     lines += _evaluation(results)
     lines += _collection(results)
     lines += _startup(results)
+    lines += _proofs()
     lines += _checks(results)
     lines += _fleet(results)
     lines += _runs(results)
@@ -279,6 +280,19 @@ def _collection(results: Results) -> list[str]:
 # The findings of the profiles taken when the collection target was missed. The report keeps
 # them, because a rerun measures again but does not profile again.
 PROFILE_FINDINGS = Path(__file__).with_name("collection-profile.md")
+
+
+# The proof-of-possession figures come from bench/proofs.py (make bench-proofs), a separate run;
+# the report keeps its last output between these markers.
+PROOFS_FINDINGS = Path(__file__).with_name("proofs.md")
+PROOFS_BEGIN = "<!-- bench/proofs.py begin -->"
+PROOFS_END = "<!-- bench/proofs.py end -->"
+
+
+def _proofs() -> list[str]:
+    if not PROOFS_FINDINGS.is_file():
+        return []
+    return [PROOFS_BEGIN, *PROOFS_FINDINGS.read_text(encoding="utf-8").splitlines(), PROOFS_END, ""]
 
 
 def _collection_profile() -> list[str]:
