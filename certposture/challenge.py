@@ -49,16 +49,16 @@ def parse_ttl(text: str) -> timedelta:
     match = _TTL.fullmatch(text)
     if match is None:
         raise InputError(
-            f"--ttl {text!r} is not a duration; write a whole number and a unit s, m, h or d, such as 5m"
+            f"--ttl {text[:40]!r} is not a duration; write a whole number and a unit s, m, h or d, such as 5m"
         )
     amount = match.group(1)
     # More than nine digits is far beyond the maximum, and timedelta would overflow on some of them.
     ttl = timedelta(**{_UNITS[match.group(2)]: int(amount)}) if len(amount) <= 9 else MAX_TTL * 2
     if ttl < timedelta(seconds=1):
-        raise InputError(f"--ttl {text} is shorter than 1s; give a duration from 1s to 1d, such as 5m")
+        raise InputError(f"--ttl {text[:40]} is shorter than 1s; give a duration from 1s to 1d, such as 5m")
     if ttl > MAX_TTL:
         raise InputError(
-            f"--ttl {text} is longer than 1d; a device should respond to a challenge within minutes, "
+            f"--ttl {text[:40]} is longer than 1d; a device should respond to a challenge within minutes, "
             "so give a duration from 1s to 1d, such as 5m"
         )
     return ttl

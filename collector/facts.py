@@ -269,7 +269,10 @@ class Proofs(_Model):
             counts = Counter(entry.fingerprint_sha256 for entry in entries)
             repeated = sorted(item for item, count in counts.items() if count > 1)
             if repeated:
-                raise ValueError(f"proofs.{field} lists fingerprints {repeated} more than once")
+                shown = ", ".join(repeated[:3]) + (
+                    f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+                )
+                raise ValueError(f"proofs.{field} lists fingerprints more than once: {shown}")
         return self
 
 

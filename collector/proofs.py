@@ -131,7 +131,8 @@ def add_proofs(
         if certificate.private_key.status == "unverified" and certificate.private_key.reason:
             # The key evidence already says what is wrong with the key, such as an encrypted key file.
             message = (
-                f"{message}; the collector reported the key as unverified: {certificate.private_key.reason}"
+                f"the collector reported the key as unverified ({certificate.private_key.reason.rstrip('.')}), "
+                f"and signing failed: {message}"
             )
         failures.setdefault(
             certificate.fingerprint_sha256,

@@ -1115,9 +1115,10 @@ def test_verify_proofs_prints_opa_input(cli: Cli, ca: CertKey) -> None:
 
     facts["device"]["hostname"] = "elsewhere"
     path.write_text(json.dumps(facts))
-    code, out, _ = cli.run("verify-proofs", str(path), "--require-proof", nonce, "--format", "json")
-    assert code == 1
+    code, out, err = cli.run("verify-proofs", str(path), "--require-proof", nonce, "--format", "json")
+    assert code == 0
     assert json.loads(out)["certificates"][device.leaf.fingerprint]["status"] == "facts_altered"
+    assert "0 of 1 certificate(s) have a verified proof" in err
 
 
 def test_verify_proofs_usage_errors(cli: Cli, ca: CertKey) -> None:
@@ -1160,3 +1161,18 @@ def test_old_expired_challenges_are_forgotten(tmp_path: Path) -> None:
     issue_challenge(store, now=now)
     assert "unknown to this store" in (nonce_problem(store, old.nonce, now) or "")
     assert "expired at" in (nonce_problem(store, recent.nonce, now) or "")
+
+
+def test_many_duplicates_give_short_message(cli: Cli, ca: CertKey) -> None:
+    device = Device(cli, ca)
+    nonce = device.challenge()
+    facts = device.collect(nonce)
+    entries = [
+        {"fingerprint_sha256": f"{index:064x}", "source": {"type": "pem", "location": "/x"}, "message": "m"}
+        for index in range(5)
+    ]
+    facts["proofs"]["errors"] = entries + entries
+    code, _, err = device.evaluate(facts, nonce)
+    assert code == 3
+    assert "and 2 more" in err
+    assert len(err) < 1000
