@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from certposture.errors import InputError
+from certposture.posturelog import parse_duration
 from certposture.store import Store
 from collector.facts import NONCE_PATTERN, format_utc
 
@@ -25,8 +26,8 @@ MAX_TTL: Final = timedelta(days=1)
 # Expired challenges are kept this long, so that a late response is reported as expired, not unknown.
 KEEP_EXPIRED: Final = timedelta(days=7)
 
-_TTL = re.compile(r"([0-9]+)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# A duration too large for timedelta is still longer than the maximum, not invalid.
+_TOO_LONG = re.compile(r"[0-9]{10,}[smhd]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -46,14 +47,12 @@ class Challenge:
 
 def parse_ttl(text: str) -> timedelta:
     """Parse ``--ttl``: a whole number and a unit s, m, h or d, from 1s to 1d."""
-    match = _TTL.fullmatch(text)
-    if match is None:
-        raise InputError(
-            f"--ttl {text[:40]!r} is not a duration; write a whole number and a unit s, m, h or d, such as 5m"
-        )
-    amount = match.group(1)
-    # More than nine digits is far beyond the maximum, and timedelta would overflow on some of them.
-    ttl = timedelta(**{_UNITS[match.group(2)]: int(amount)}) if len(amount) <= 9 else MAX_TTL * 2
+    try:
+        ttl = parse_duration(text, "--ttl", "5m")
+    except InputError:
+        if not _TOO_LONG.fullmatch(text):
+            raise
+        ttl = MAX_TTL * 2
     if ttl < timedelta(seconds=1):
         raise InputError(f"--ttl {text[:40]} is shorter than 1s; give a duration from 1s to 1d, such as 5m")
     if ttl > MAX_TTL:

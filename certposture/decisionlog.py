@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 
 from certposture import __version__
+from certposture.engine import policy_input
 from certposture.errors import CertpostureError, InputError
-from collector.facts import Facts, dump_facts
+from collector.facts import Facts
 
 DECISION_PATH = "certposture/posture/results"
 DEVICE_MASKS = ("/input/device/hostname", "/input/device/serial_number")
@@ -77,10 +78,7 @@ def build_event(
     """
     document: dict[str, Any] = {}
     if facts is not None:
-        document["input"] = orjson.loads(dump_facts(facts))
-        document["input"].pop("proofs", None)
-        if proof_verification is not None:
-            document["input"]["proof_verification"] = proof_verification
+        document["input"] = policy_input(facts, proof_verification)
     document["result"] = orjson.loads(orjson.dumps(results))
     erased = [pointer for pointer in masks if _remove(document, _split_pointer(pointer))]
 

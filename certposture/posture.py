@@ -141,7 +141,7 @@ def collect_facts(
     else:
         selected = rules if rules is not None else select_rules(store, rule_id)
         locations = locations_for_rules(selected, family)
-    signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
+    signers = stored_signers(store)
     logger.debug(
         "collecting on %s from paths=%s nssdbs=%s trust_stores=%s with %s",
         family,
@@ -169,6 +169,11 @@ def collect_facts(
         # The collector rejects empty --hostname and --serial-number overrides
         # and trust stores that the platform does not have.
         raise InputError(str(error)) from None
+
+
+def stored_signers(store: Store) -> list[Signer]:
+    """Return the stored signing certificates as signers for the direct-issuer check."""
+    return [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
 
 
 def select_rules(store: Store, rule_id: str | None) -> list[dict[str, Any]]:
@@ -392,7 +397,7 @@ def proof_verifier(store: Store, nonce: str) -> ProofVerifier:
     from certposture.proofcheck import ProofVerifier
 
     check_nonce_format(nonce)
-    signers = [Signer(certificate_id, certificate) for certificate_id, certificate in store.load_signers()]
+    signers = stored_signers(store)
     return ProofVerifier(nonce=nonce, nonce_problem=nonce_problem(store, nonce), signers=signers)
 
 

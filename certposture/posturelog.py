@@ -159,18 +159,22 @@ def query(
     )
 
 
-def parse_duration(text: str) -> timedelta:
-    """Parse a duration such as 30m, 12h or 7d (units s, m, h, d) for ``logs --since``."""
+def parse_duration(text: str, option: str = "--since", example: str = "12h") -> timedelta:
+    """Parse a duration such as 30m, 12h or 7d (units s, m, h, d) for ``logs --since`` or ``option``.
+
+    Messages quote at most 40 characters of ``text``.
+    """
     match = _DURATION.match(text)
     if match is None:
         raise InputError(
-            f"--since {text!r} is not a duration; write a whole number and a unit s, m, h or d, such as 12h"
+            f"{option} {text[:40]!r} is not a duration; write a whole number and a unit s, m, h or d, "
+            f"such as {example}"
         )
     amount, unit = int(match.group(1)), match.group(2)
     try:
         return timedelta(**{_DURATION_UNITS[unit]: amount})
     except OverflowError:
-        raise InputError(f"--since {text!r} is too long; give at most 999999999d") from None
+        raise InputError(f"{option} {text[:40]!r} is too long; give at most 999999999d") from None
 
 
 def since_time(duration: timedelta, now: datetime | None = None) -> datetime | None:

@@ -49,6 +49,13 @@ UtcDatetime = Annotated[
 ]
 
 
+def _exact_integer(value: object, name: str) -> object:
+    """Reject a version that is not a JSON integer: JSON true equals 1 in Python, so a Literal[1] alone accepts it."""
+    if type(value) is not int:
+        raise ValueError(f"{name} must be the integer 1")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -258,9 +265,7 @@ class Proofs(_Model):
     @field_validator("version", mode="before")
     @classmethod
     def _integer_version(cls, value: object) -> object:
-        if type(value) is not int:
-            raise ValueError("proofs.version must be the integer 1")
-        return value
+        return _exact_integer(value, "proofs.version")
 
     @model_validator(mode="after")
     def _one_proof_per_certificate(self) -> Proofs:
@@ -269,10 +274,10 @@ class Proofs(_Model):
             counts = Counter(entry.fingerprint_sha256 for entry in entries)
             repeated = sorted(item for item, count in counts.items() if count > 1)
             if repeated:
-                shown = ", ".join(repeated[:3]) + (
+                listed = ", ".join(repeated[:3]) + (
                     f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
                 )
-                raise ValueError(f"proofs.{field} lists fingerprints more than once: {shown}")
+                raise ValueError(f"proofs.{field} lists fingerprints more than once: {listed}")
         return self
 
 
@@ -282,10 +287,7 @@ class Facts(_Model):
     @field_validator("schema_version", mode="before")
     @classmethod
     def _integer_version(cls, value: object) -> object:
-        # JSON true equals 1 in Python, so a Literal[1] alone would accept it.
-        if type(value) is not int:
-            raise ValueError("schema_version must be the integer 1")
-        return value
+        return _exact_integer(value, "schema_version")
 
     collected_at: UtcDatetime
     collector: CollectorInfo

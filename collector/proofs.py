@@ -23,13 +23,13 @@ from typing import Final
 
 import orjson
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from collector.facts import Certificate, CertificateProof, Facts, ProofAlgorithm, ProofError, Proofs
 from collector.nsssign import PSS_SALT_LENGTH as PSS_SALT_LENGTH
+from collector.x509facts import CertificateError, public_key_der
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ class KeyMaterial:
 @dataclass
 class _Signed:
     proofs: list[CertificateProof] = field(default_factory=list)
-    errors: list[ProofError] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
 
     def add(self, fingerprint: str, der: bytes, algorithm: ProofAlgorithm, signature: bytes) -> None:
@@ -129,7 +128,7 @@ def add_proofs(
 
     def fail(certificate: Certificate, message: str) -> None:
         if certificate.private_key.status == "unverified" and certificate.private_key.reason:
-            # The key evidence already says what is wrong with the key, such as an encrypted key file.
+            # The key evidence already explains what is wrong with the key, such as an encrypted key file.
             message = (
                 f"the collector reported the key as unverified ({certificate.private_key.reason.rstrip('.')}), "
                 f"and signing failed: {message}"
@@ -185,11 +184,8 @@ def add_proofs(
 
 def _public_key_der(certificate_der: bytes) -> bytes:
     try:
-        public_key = x509.load_der_x509_certificate(certificate_der).public_key()
-        return public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    except (ValueError, UnsupportedAlgorithm):
+        return public_key_der(x509.load_der_x509_certificate(certificate_der)) or b""
+    except (ValueError, CertificateError):
         return b""
 
 
