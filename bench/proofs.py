@@ -1,6 +1,6 @@
 """Measure what proof of possession costs: signing in collect, verifying and evaluating (``make bench-proofs``).
 
-One device holds four certificates (two RSA 2048, two EC P-256), once as PEM
+One device has four certificates (two RSA 2048, two EC P-256), once as PEM
 files and once in an NSS database without a password. The script times, in
 this process, the median of several runs of:
 

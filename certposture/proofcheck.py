@@ -119,12 +119,12 @@ class ProofVerifier:
                 f"{self.nonce}; collect again with --challenge {self.nonce}",
             )
         if proof is None:
-            why = (
+            cause = (
                 f"the collector could not sign with its key: {proof_error}"
                 if proof_error is not None
                 else "the collector had no usable private key for it"
             )
-            return _result("missing", f"the facts carry no proof for this certificate; {why}")
+            return _result("missing", f"the facts carry no proof for this certificate; {cause}")
 
         der = _decode(proof.certificate)
         signature = _decode(proof.signature)

@@ -166,7 +166,7 @@ def _database_problem(location: str) -> str | None:
             mode = os.stat(path).st_mode
         except OSError as exc:
             return f"cannot read {path}: {exc.strerror}, so NSS was not started. Check the database's files."
-        # A FIFO or device would block NSS when it opens the file, so NSS never sees one.
+        # A FIFO or device would block NSS when it opens the file, so NSS is never started on one.
         if not stat.S_ISREG(mode):
             return f"{path} is not a regular file, so NSS was not started. Replace it with the database file."
     return None

@@ -341,7 +341,7 @@ def _run(home: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def signed_device(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Document, str]:
-    """One home with a CA, a rule, a challenge and the facts that answer it, shared by the field tests."""
+    """One home with a CA, a rule, a challenge and the facts that respond to it, shared by the field tests."""
     work = tmp_path_factory.mktemp("fields")
     home = work / "home"
     ca = make_ca("Example Device CA")
@@ -459,7 +459,7 @@ def test_reformatted_facts_still_pass(cli: Cli, ca: CertKey) -> None:
 
 @pytest.mark.parametrize("field", ["extended_key_usage", "not_after", "subject"])
 def test_key_holder_cannot_lie_about_certificate_fields(cli: Cli, ca: CertKey, field: str) -> None:
-    """A device that holds the key and signs altered facts still fails: the fields are read from the DER."""
+    """A device that has the key and signs altered facts still fails: the fields are read from the DER."""
     device = Device(cli, ca)
     nonce = device.challenge()
     facts = device.collect(nonce)
@@ -516,7 +516,8 @@ def test_replay_with_another_nonce_fails(cli: Cli, ca: CertKey) -> None:
     assert code == 1
     (reason,) = proof_reasons(results)
     assert reason["code"] == "proof_nonce_invalid"
-    assert first in reason["message"] and second in reason["message"]
+    assert first in reason["message"]
+    assert second in reason["message"]
 
 
 def test_nonce_rewritten_in_proofs_fails(cli: Cli, ca: CertKey) -> None:
